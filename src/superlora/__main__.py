@@ -1,0 +1,5 @@
+import sys
+
+from superlora.cli import main
+
+sys.exit(main())

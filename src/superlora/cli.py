@@ -1,0 +1,57 @@
+"""The ``superlora`` command: one verb per module, each registering its own sub-parser.
+
+Verb modules keep heavy imports (torch, transformers) inside their ``run`` functions so
+``superlora --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from superlora import __version__
+from superlora.errors import SuperloraError
+
+# verb -> module that defines ``register(subparsers)``
+VERBS = {
+    "models": "superlora.models.cli",
+}
+
+EPILOG = """examples:
+  superlora models list                 # built-in offline models and whether they are cached
+  superlora models pull smollm2-135m    # prepare the default model once (~30 s)
+  superlora models info smollm2-135m    # blocks, attention/MLP modules, MLP output projection
+
+Run `superlora VERB --help` for the options and examples of each verb."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="superlora",
+        description="Find the super weights of a causal LM and fine-tune LoRA where they live.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"superlora {__version__}")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for module in VERBS.values():
+        importlib.import_module(module).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SuperloraError as exc:
+        print(f"superlora: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("superlora: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Turn a model reference (alias, local folder, .gguf file or Hub id) into a ready model."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from torch import nn
+
+from superlora.errors import SuperloraError
+from superlora.models.aliases import ALIASES, cache_root, load_gguf, pull, save_cache
+from superlora.models.arch import ArchFacts, describe_architecture
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+OFFLINE_HINT = (
+    "offline alternatives: a built-in alias ({aliases}; see `superlora models list`), "
+    "a local Hugging Face folder, or a .gguf file"
+)
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with its tokenizer and the architecture facts later stages rely on."""
+
+    model: nn.Module
+    tokenizer: object
+    arch: ArchFacts
+    name: str  # the reference the user gave
+    source: str  # where the weights were read from
+
+
+def _hub_offline() -> bool:
+    """True when the Hub cannot be used: HF_HUB_OFFLINE set, or its host does not answer."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError:
+        return True
+    return False
+
+
+def _offline_error(ref: str) -> SuperloraError:
+    hint = OFFLINE_HINT.format(aliases=", ".join(ALIASES))
+    return SuperloraError(
+        f"cannot load '{ref}': not in the local Hugging Face cache and the Hub is unreachable; {hint}"
+    )
+
+
+def _from_pretrained(ref: str, what: str, trust_remote_code: bool):
+    """Load a model (what='model') or tokenizer from a folder or Hub id, cache first."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    def load(local_only: bool):
+        if what == "tokenizer":
+            return AutoTokenizer.from_pretrained(ref, local_files_only=local_only, trust_remote_code=trust_remote_code)
+        return AutoModelForCausalLM.from_pretrained(
+            ref, local_files_only=local_only, trust_remote_code=trust_remote_code, use_safetensors=True
+        )
+
+    if Path(ref).is_dir():
+        try:
+            return load(local_only=True)
+        except (OSError, ValueError) as exc:
+            raise SuperloraError(f"cannot load {what} from folder {ref}: {str(exc).splitlines()[0]}") from None
+    if not HUB_ID.match(ref):
+        raise SuperloraError(f"model '{ref}' is not an alias ({', '.join(ALIASES)}), an existing path or a Hub id")
+    try:
+        return load(local_only=True)  # the HF cache answers without touching the network
+    except (OSError, ValueError):
+        pass
+    if _hub_offline():
+        raise _offline_error(ref)
+    try:
+        return load(local_only=False)
+    except (OSError, ValueError) as exc:
+        raise SuperloraError(f"cannot load {what} '{ref}' from the Hub: {str(exc).splitlines()[0]}") from None
+
+
+def _gguf_cache_dir(path: Path) -> Path:
+    stat = path.stat()
+    return cache_root() / "gguf-models" / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+
+
+def resolve_weights(ref: str) -> tuple[str, str]:
+    """Where to load ``ref`` from: (path or Hub id, kind). Prepares aliases and GGUF caches."""
+    if ref in ALIASES:
+        return str(pull(ref)), "alias"
+    path = Path(ref).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise SuperloraError(f"GGUF file not found: {path}")
+        cached = _gguf_cache_dir(path.resolve())
+        if not cached.is_dir():
+            model, tokenizer = load_gguf(path.resolve())
+            save_cache(model, tokenizer, cached, {"source": str(path.resolve())})
+        return str(cached), "gguf"
+    if path.exists() and not path.is_dir():
+        raise SuperloraError(f"model path {path} is a file; give a Hugging Face model folder or a .gguf file")
+    return (str(path), "folder") if path.is_dir() else (ref, "hub")
+
+
+def load_model(
+    ref: str,
+    tokenizer: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load model ``ref`` (and tokenizer ``tokenizer``, default: the same) for CPU work.
+
+    Raises :class:`SuperloraError` with one clear line for every user-fixable problem:
+    unknown alias, missing path, offline Hub, unknown architecture.
+    """
+    weights, kind = resolve_weights(ref)
+    model = _from_pretrained(weights, "model", trust_remote_code)
+    tok_weights = weights if tokenizer is None else resolve_weights(tokenizer)[0]
+    tok = _from_pretrained(tok_weights, "tokenizer", trust_remote_code)
+    if tok.pad_token is None:  # GPT-2 has none; batching needs one
+        tok.pad_token = tok.eos_token
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tok, arch=describe_architecture(model), name=ref, source=weights)
