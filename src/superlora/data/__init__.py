@@ -1,0 +1,1 @@
+"""Datasets superlora trains and evaluates on."""
