@@ -15,10 +15,14 @@ from superlora.errors import SuperloraError
 
 # verb -> module that defines ``register(subparsers)``
 VERBS = {
+    "identify": "superlora.identify.cli",
     "models": "superlora.models.cli",
+    "train": "superlora.training.cli",
+    "merge": "superlora.training.merge",
 }
 
 EPILOG = """examples:
+  superlora identify                    # super weights of the default offline model (smollm2-135m)
   superlora models list                 # built-in offline models and whether they are cached
   superlora models pull smollm2-135m    # prepare the default model once (~30 s)
   superlora models info smollm2-135m    # blocks, attention/MLP modules, MLP output projection

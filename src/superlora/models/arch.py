@@ -162,3 +162,11 @@ def mlp_out_weight_llama_layout(facts: ArchFacts, model: nn.Module, index: int) 
     """The projection weight of block ``index`` viewed as W[out, in] (a view, not a copy)."""
     weight = facts.mlp_out(model, index).weight
     return weight if facts.mlp_out_layout == "out_in" else weight.t()
+
+
+def encode(tokenizer, model: nn.Module, text: str) -> torch.Tensor:
+    """Token ids [1, T] of ``text``, cut to the model's context length (GPT-2 has learned positions)."""
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    return ids[:, :limit] if limit else ids

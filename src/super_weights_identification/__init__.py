@@ -1,0 +1,1 @@
+"""The seed project's entry point, kept so its documented command still works."""

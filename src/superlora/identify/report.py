@@ -1,0 +1,92 @@
+"""The identification report: ``superweights.json`` and the terminal table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from superlora.identify.detect import SuperWeight
+
+
+def ranked(weights: list[SuperWeight]) -> list[SuperWeight]:
+    """Proven super weights first, each group by the damage zeroing it does."""
+    return sorted(weights, key=lambda sw: (not sw.proof.get("proven"), -sw.proof.get("ppl_ratio", 0.0)))
+
+
+def weight_record(sw: SuperWeight) -> dict:
+    return {
+        "block": sw.coord.block,
+        "parameter": sw.param_name,
+        "out_channel": sw.coord.out_channel,
+        "in_channel": sw.coord.in_channel,
+        "coordinate": str(sw.coord),
+        "stored_index": list(sw.stored_index),
+        "value": sw.value,
+        "input_abs": sw.input_abs,
+        "output_abs": sw.output_abs,
+        "token_position": sw.token_position,
+        "token": sw.token,
+        "recurrence": sw.recurrence,
+        "round": sw.round,
+        **sw.proof,
+    }
+
+
+def build_report(model_name: str, source: str, arch: dict, settings: dict, weights: list, summary: dict) -> dict:
+    order = ranked(weights)
+    return {
+        "model": model_name,
+        "source": source,
+        "architecture": arch,
+        "settings": settings,
+        "perplexity": summary,
+        # the super weights training and the web app use: proven by ablation
+        "super_weights": [weight_record(sw) for sw in order if sw.proof.get("proven")],
+        "rejected_candidates": [weight_record(sw) for sw in order if not sw.proof.get("proven")],
+    }
+
+
+def write_json(report: dict, out_dir: Path) -> Path:
+    path = out_dir / "superweights.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    tmp.replace(path)
+    return path
+
+
+def format_table(report: dict) -> str:
+    """A fixed-width table: one row per candidate, proven ones marked."""
+    head = (
+        f"{'':2}{'block':>5} {'out':>5} {'in':>5} {'stored[i,j]':>12} {'value':>8} {'|in|':>9} {'|out|':>9} "
+        f"{'tok':>4} {'recur':>6} {'ppl x':>8} {'rand x':>7} {'row x':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    rows = [(True, r) for r in report["super_weights"]] + [(False, r) for r in report["rejected_candidates"]]
+    for proven, r in rows:
+        stored = f"[{r['stored_index'][0]},{r['stored_index'][1]}]"
+        lines.append(
+            f"{'*' if proven else ' ':2}{r['block']:>5} {r['out_channel']:>5} {r['in_channel']:>5} {stored:>12} "
+            f"{r['value']:>8.3f} {r['input_abs']:>9.1f} {r['output_abs']:>9.1f} {r['token_position']:>4} "
+            f"{r['recurrence']:>6.0%} {r['ppl_ratio']:>8.2f} {r['random_control']['ppl_ratio']:>7.3f} "
+            f"{r['row_control']['ppl_ratio']:>7.3f}"
+        )
+    ppl = report["perplexity"]
+    lines.append("")
+    lines.append(
+        f"* = proven super weight. Perplexity on the {ppl['passage_tokens']}-token passage: {ppl['ppl_base']:.2f}"
+    )
+    if "ppl_all_proven_zeroed" in ppl:
+        lines.append(
+            f"  all {len(report['super_weights'])} proven zeroed: {ppl['ppl_all_proven_zeroed']:.2f} "
+            f"(x{ppl['ppl_all_proven_zeroed'] / ppl['ppl_base']:.1f}); same number of random weights zeroed: "
+            f"{ppl['ppl_same_count_random_zeroed']:.2f} (x{ppl['ppl_same_count_random_zeroed'] / ppl['ppl_base']:.3f})"
+        )
+    elif rows:
+        lines.append("  no candidate passed the ablation proof: no super weight found by this method")
+    else:
+        st = report["settings"]
+        lines.append(
+            f"  no MLP-projection spike above |out| > {st['abs_threshold']:g} and > {st['median_ratio']:g}x the "
+            "block median recurred across prompts: no super weight found by this method"
+        )
+    return "\n".join(lines)
