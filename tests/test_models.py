@@ -164,3 +164,12 @@ def test_real_smollm2_generates_english_and_reloads_fast():
     out = loaded.model.generate(**ids, max_new_tokens=10, do_sample=False)
     text = tok.decode(out[0, ids.input_ids.shape[1] :], skip_special_tokens=True)
     assert "Paris" in text, text
+
+
+def test_ci_runs_the_readme_test_command():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    command = "bash scripts/setup.sh --test && .venv/bin/python -m pytest -q"
+    assert command in (repo / "README.md").read_text()
+    assert command in (repo / ".ci" / "run").read_text().splitlines()

@@ -75,6 +75,9 @@ def format_table(report: dict) -> str:
     lines.append(
         f"* = proven super weight. Perplexity on the {ppl['passage_tokens']}-token passage: {ppl['ppl_base']:.2f}"
     )
+    lines.append(
+        "  'x' columns: perplexity ratio with that weight / one random weight / the row's largest other weight zeroed"
+    )
     if "ppl_all_proven_zeroed" in ppl:
         lines.append(
             f"  all {len(report['super_weights'])} proven zeroed: {ppl['ppl_all_proven_zeroed']:.2f} "
