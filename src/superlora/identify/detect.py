@@ -100,6 +100,30 @@ def block_spikes(model: nn.Module, arch: ArchFacts, input_ids: torch.Tensor) -> 
     return sorted(spikes, key=lambda s: s.block)
 
 
+@torch.no_grad()
+def residual_maxima(model: nn.Module, input_ids: torch.Tensor) -> list[dict]:
+    """Largest |hidden| entry after the embeddings and after each block (where it is, how big).
+
+    Models that re-normalise the MLP output (Gemma's post-feed-forward norm) can carry a massive
+    residual activation without any down-projection spike; this shows it either way.
+    """
+    hidden = model(input_ids=input_ids, output_hidden_states=True).hidden_states
+    maxima = []
+    for position, h in enumerate(hidden):
+        magnitude = h[0].float().abs()
+        token, channel = divmod(int(magnitude.argmax()), magnitude.shape[1])
+        maxima.append(
+            {
+                "position": position,
+                "max_abs": float(magnitude[token, channel]),
+                "token": token,
+                "channel": channel,
+                "median_abs": float(magnitude.median()),
+            }
+        )
+    return maxima
+
+
 def spikes_per_prompt(
     model: nn.Module, arch: ArchFacts, prompts_ids: list[torch.Tensor], zeroed: list[Coord]
 ) -> list[list[BlockSpike]]:

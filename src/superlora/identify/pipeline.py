@@ -8,7 +8,7 @@ from pathlib import Path
 
 from superlora.config import to_dict
 from superlora.identify.config import IdentifyConfig
-from superlora.identify.detect import BlockSpike, SuperWeight, find_candidates
+from superlora.identify.detect import BlockSpike, SuperWeight, find_candidates, residual_maxima
 from superlora.identify.plots import plot_block_maxima, plot_residual_stream
 from superlora.identify.prove import prove
 from superlora.identify.report import build_report, format_table, ranked, write_json
@@ -21,6 +21,7 @@ class Identification:
     candidates: list[SuperWeight]  # ranked: proven first, by damage
     perplexity: dict
     first_round: list[list[BlockSpike]]  # per prompt, per block, before anything is zeroed
+    residual: list[dict]  # largest residual-stream entry per position, first prompt
     seconds: float
 
     @property
@@ -36,7 +37,8 @@ def identify(loaded: LoadedModel, cfg: IdentifyConfig) -> Identification:
         model, arch, tokenizer, cfg.prompts, cfg.abs_threshold, cfg.median_ratio, cfg.min_recurrence, cfg.max_count
     )
     summary = prove(model, arch, tokenizer, candidates, cfg.passage, cfg.seed, cfg.min_ppl_ratio)
-    return Identification(ranked(candidates), summary, first_round, time.perf_counter() - start)
+    residual = residual_maxima(model, encode(tokenizer, model, cfg.prompts[0]))
+    return Identification(ranked(candidates), summary, first_round, residual, time.perf_counter() - start)
 
 
 def find_super_weights(loaded: LoadedModel, cfg: IdentifyConfig | None = None) -> list[SuperWeight]:
@@ -52,11 +54,22 @@ def write_outputs(loaded: LoadedModel, cfg: IdentifyConfig, result: Identificati
     report = build_report(
         loaded.name, loaded.source, loaded.arch.to_dict(), settings, result.candidates, result.perplexity
     )
+    report["blocks"] = [  # round 0, maximum over the prompts: what the activations plot shows
+        {
+            "block": i,
+            "max_in": max(spikes[i].max_in for spikes in result.first_round),
+            "max_out": max(spikes[i].max_out for spikes in result.first_round),
+            "median_out": max(spikes[i].median_out for spikes in result.first_round),
+        }
+        for i in range(loaded.arch.num_blocks)
+    ]
+    report["residual_stream"] = result.residual
     plots = []
     if cfg.plots:
         proven = [sw.coord for sw in result.proven]
         title = f"{loaded.name}: MLP output projection activations over {len(cfg.prompts)} prompts"
-        plots.append(plot_block_maxima(result.first_round, proven, title, out_dir / "activations.png"))
+        path = out_dir / "activations.png"
+        plots.append(plot_block_maxima(result.first_round, result.residual, proven, title, path))
         if result.proven:
             top = result.proven[0]
             ids = encode(loaded.tokenizer, loaded.model, cfg.prompts[0])

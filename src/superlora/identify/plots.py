@@ -16,19 +16,28 @@ from superlora.identify.detect import BlockSpike  # noqa: E402
 from superlora.models.arch import ArchFacts  # noqa: E402
 
 
-def plot_block_maxima(per_prompt: list[list[BlockSpike]], proven: list[Coord], title: str, path: Path) -> Path:
-    """Per-block max |input| and |output| of the MLP projection (max over prompts), log scale."""
+def plot_block_maxima(
+    per_prompt: list[list[BlockSpike]], residual: list[dict], proven: list[Coord], title: str, path: Path
+) -> Path:
+    """Per-block max |input| and |output| of the MLP projection (max over prompts) and the
+    residual stream's largest entry after each block (first prompt), log scale."""
     blocks = [s.block for s in per_prompt[0]]
     max_in = [max(spikes[i].max_in for spikes in per_prompt) for i in range(len(blocks))]
     max_out = [max(spikes[i].max_out for spikes in per_prompt) for i in range(len(blocks))]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
-    for ax, values, label in ((axes[0], max_in, "max |input|"), (axes[1], max_out, "max |output|")):
+    after_block = [r["max_abs"] for r in residual[1 : len(blocks) + 1]]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), sharex=True)
+    panels = (
+        (axes[0], max_in, "MLP projection: max |input|"),
+        (axes[1], max_out, "MLP projection: max |output|"),
+        (axes[2], after_block, "residual stream after the block: max |h|"),
+    )
+    for ax, values, label in panels:
         ax.plot(blocks, values, marker="o", ms=3, color="tab:blue")
         for coord in proven:
             ax.plot(coord.block, values[coord.block], marker="o", ms=9, mfc="none", mec="tab:red", mew=2)
         ax.set_yscale("log")
         ax.set_xlabel("block")
-        ax.set_title(f"MLP output projection: {label}")
+        ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
     if proven:
         axes[1].plot([], [], marker="o", ls="", mfc="none", mec="tab:red", mew=2, label="proven super weight")

@@ -92,4 +92,10 @@ def format_table(report: dict) -> str:
             f"  no MLP-projection spike above |out| > {st['abs_threshold']:g} and > {st['median_ratio']:g}x the "
             "block median recurred across prompts: no super weight found by this method"
         )
+    if report.get("residual_stream"):
+        peak = max(report["residual_stream"], key=lambda r: r["max_abs"])
+        lines.append(
+            f"  largest residual-stream entry (first prompt): {peak['max_abs']:.1f} in channel {peak['channel']} "
+            f"at token {peak['token']}, after block {peak['position'] - 1} (median there {peak['median_abs']:.2f})"
+        )
     return "\n".join(lines)
