@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-os.environ["HF_HUB_OFFLINE"] = "1"  # tests must never reach the Hub
-
-from superlora.data import e2e  # noqa: E402
-from superlora.data.e2e import (  # noqa: E402
+from superlora.data import e2e
+from superlora.data.e2e import (
     E2EExample,
     build_prompt,
     format_mr,
@@ -24,9 +22,8 @@ from superlora.data.e2e import (  # noqa: E402
     tokenize_example,
     tokenize_prompt,
 )
-from superlora.errors import SuperloraError  # noqa: E402
+from superlora.errors import SuperloraError
 
-DEFAULT_E2E_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "e2e"
 ALL_CSVS = [
     "original/trainset.csv",
     "original/devset.csv",
@@ -36,14 +33,6 @@ ALL_CSVS = [
     "cleaned/devel-fixed.no-ol.csv",
     "cleaned/test-fixed.csv",
 ]
-
-
-@pytest.fixture(scope="module")
-def e2e_dir() -> Path:
-    path = Path(os.environ.get("SUPERLORA_E2E_DIR") or DEFAULT_E2E_DIR)
-    if not (path / "original").is_dir():
-        pytest.skip(f"E2E data not found at {path}; set SUPERLORA_E2E_DIR")
-    return path
 
 
 @functools.cache
@@ -364,3 +353,49 @@ def test_tokenize_example_truncates_the_target_end(tokenizer):
     assert short["labels"][-1] != tokenizer.eos_token_id
     with pytest.raises(SuperloraError, match="max_length"):
         tokenize_example(tokenizer, mr, ref, max_length=n)
+
+
+def test_cli_data_check_malformed_row_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "original").mkdir()
+    (tmp_path / "original" / "trainset.csv").write_text(
+        'mr,ref\n"name[A], eatType[pub]",fine\n"name[B], eatType[pub",broken\n', encoding="utf-8"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "superlora",
+            "data",
+            "check",
+            "--data",
+            str(tmp_path),
+            "--variant",
+            "original",
+            "--split",
+            "train",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "trainset.csv line 3: unbalanced brackets" in errors[0]
+
+
+@pytest.mark.real
+def test_cli_data_check_counts_real_data(e2e_dir):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "superlora", "data", "check", "--data", str(e2e_dir), "--split", "test"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert [(r[0], r[2], r[4]) for r in rows] == [("original", "4,693", "630"), ("cleaned", "4,693", "630")]

@@ -15,6 +15,7 @@ from superlora.errors import SuperloraError
 
 # verb -> module that defines ``register(subparsers)``
 VERBS = {
+    "data": "superlora.data.cli",
     "identify": "superlora.identify.cli",
     "models": "superlora.models.cli",
     "train": "superlora.training.cli",
