@@ -73,6 +73,11 @@ def _check(value: Any, hint: Any, key: str) -> Any:
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-2" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
