@@ -18,6 +18,8 @@ VERBS = {
     "data": "superlora.data.cli",
     "identify": "superlora.identify.cli",
     "models": "superlora.models.cli",
+    "train": "superlora.training.cli",
+    "merge": "superlora.training.merge",
 }
 
 EPILOG = """examples:

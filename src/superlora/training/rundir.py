@@ -1,0 +1,155 @@
+"""The run directory: what a training run leaves behind, and how it survives ``kill -9``.
+
+Layout of ``RUN/``::
+
+    config.yaml        the resolved recipe (what was actually trained)
+    run.json           base-model fingerprint, selected blocks, adapted module names
+    checkpoints/       checkpoint-N/ (adapter, optimiser, scheduler, RNG, trainer state)
+    adapter/           the final adapter (peft, safetensors)
+    log.jsonl          one line per logging step: loss, lr, tokens/s
+    tensorboard/       the same curves as TensorBoard events
+    summary.json       wall time, tokens/s, peak RSS, trainable params
+
+Everything is created by writing into a hidden sibling and renaming (atomic on one
+filesystem), so a crash leaves either the old state or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from superlora.errors import SuperloraError
+
+CHECKPOINTS = "checkpoints"
+STAGING = ".staging"  # inside checkpoints/: where a checkpoint is written before it is renamed into place
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def base_fingerprint(model: nn.Module) -> str:
+    """A short hash of the base model's parameter names, shapes and a strided sample of values.
+
+    Cheap (a few ms for 135M parameters), yet an adapter trained on one base is never
+    silently merged into or resumed on another.
+    """
+    h = hashlib.sha256()
+    for name, param in model.named_parameters():
+        flat = param.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 64)][:64].to(torch.float64)
+        h.update(f"{name}:{tuple(param.shape)}:".encode())
+        h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def write_atomic(path: Path, writer: Callable[[Path], None]) -> None:
+    """Run ``writer(tmp_dir)`` then rename ``tmp_dir`` to ``path`` (replacing an old one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the run should look like any folder
+    try:
+        writer(tmp)
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move folder ``src`` to ``dst``; an existing ``dst`` is moved aside first, then deleted."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def create_run_dir(run: Path, config: dict, meta: dict) -> None:
+    """Create ``run`` with its config.yaml and run.json in one rename."""
+
+    def fill(tmp: Path) -> None:
+        (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        write_json(tmp / "run.json", meta)
+
+    write_atomic(run, fill)
+
+
+def read_run(run: Path) -> tuple[dict, dict]:
+    """(config, meta) of an existing run, or a SuperloraError saying what is missing."""
+    config_path, meta_path = run / "config.yaml", run / "run.json"
+    if not run.is_dir():
+        raise SuperloraError(f"run directory not found: {run}")
+    if not config_path.is_file() or not meta_path.is_file():
+        raise SuperloraError(f"{run} is not a superlora run directory (no config.yaml/run.json)")
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    return config, meta
+
+
+def check_same_base(meta: dict, fingerprint: str, model_ref: str, run: Path) -> None:
+    if meta.get("base_fingerprint") != fingerprint:
+        raise SuperloraError(
+            f"the adapter in {run} was trained on base model '{meta.get('model')}' "
+            f"(fingerprint {meta.get('base_fingerprint')}), but '{model_ref}' is a different model "
+            f"(fingerprint {fingerprint})"
+        )
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    """The complete checkpoint with the highest step (staging leftovers are never candidates)."""
+    folder = run / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir()]
+    return max(found)[1] if found else None
+
+
+def clean_staging(run: Path) -> None:
+    """Delete what a killed run was writing when it died."""
+    shutil.rmtree(run / CHECKPOINTS / STAGING, ignore_errors=True)
+    for leftover in run.glob(".*.tmp-*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Keep only log lines up to ``step``: the resumed run writes the later ones again."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            break  # a line cut by the kill: everything after it is suspect too
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
