@@ -20,6 +20,9 @@ VERBS = {
     "models": "superlora.models.cli",
     "train": "superlora.training.cli",
     "merge": "superlora.training.merge",
+    "score": "superlora.evaluation.cli",
+    "evaluate": "superlora.evaluation.cli",
+    "serve": "superlora.app.cli",
 }
 
 EPILOG = """examples:
