@@ -1,0 +1,88 @@
+"""``superlora serve``: the web app over one model and its adapters, local and offline."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+import time
+
+EPILOG = """examples:
+  superlora serve                                        # smollm2-135m on http://127.0.0.1:7860
+  superlora serve --adapter runs/e2e/lora runs/e2e/superweight --runs runs/e2e
+  superlora serve --model ./my-hf-folder --superweights results/identify/x/superweights.json
+  superlora serve --host 0.0.0.0 --port 8080             # reachable from other machines: think twice
+
+Tabs: E2E generator (base vs adapters, slot check), Chat (streaming), Super-weight explorer
+(zero/scale/restore a weight and regenerate), Runs (configs, metrics, loss curves).
+The model loads once; requests queue and run one at a time (--concurrency)."""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="web app: E2E generator, chat, super-weight explorer, training runs",
+        description="Serve a local Gradio app over one model and its LoRA adapters (offline, 127.0.0.1).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="smollm2-135m", help="model reference (default: smollm2-135m)")
+    p.add_argument(
+        "--adapter",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="RUN",
+        help="training run folder or peft adapter folder (repeatable)",
+    )
+    p.add_argument("--runs", metavar="DIR", help="training runs for the Runs tab (default: ./runs if present)")
+    p.add_argument("--superweights", metavar="FILE", help="superweights.json (default: results/identify/<model>/)")
+    p.add_argument("--data", metavar="DIR", help="E2E data folder for the slot values (default: $SUPERLORA_E2E_DIR)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per model call (default: 1)")
+    p.add_argument("--concurrency", type=int, default=1, help="model requests running at once (default: 1)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="server-side cap on new tokens (default: 256)")
+    p.add_argument("--max-input-chars", type=int, default=2000, help="server-side cap on a text input (default: 2000)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from superlora.errors import SuperloraError
+
+    if min(args.concurrency, args.threads, args.max_new_tokens, args.max_input_chars) < 1:
+        raise SuperloraError("--threads, --concurrency, --max-new-tokens and --max-input-chars must be at least 1")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from superlora.app.offline import offline_environment
+
+    offline_environment()  # before Gradio and the Hugging Face libraries are imported
+    from superlora.app.limits import Limits
+    from superlora.app.state import AppState
+    from superlora.app.ui import build_app, launch
+
+    runs_dir = args.runs or ("runs" if Path("runs").is_dir() else None)
+    limits = Limits(
+        max_new_tokens=args.max_new_tokens,
+        max_e2e_new_tokens=min(128, args.max_new_tokens),
+        max_input_chars=args.max_input_chars,
+        concurrency=args.concurrency,
+    )
+    started = time.perf_counter()
+    state = AppState.load(args.model, args.adapter, runs_dir, args.superweights, args.data, limits, args.threads)
+    print(f"loaded {args.model} with {len(state.adapters)} adapter(s) in {time.perf_counter() - started:.1f} s")
+    if not _is_loopback(args.host):
+        print(f"warning: binding {args.host}: anyone who can reach this machine can use the app", file=sys.stderr)
+    demo = build_app(state)
+    print(f"serving on http://{args.host}:{args.port}/  (Ctrl+C to stop)", flush=True)
+    launch(demo, args.host, args.port, block=True)
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

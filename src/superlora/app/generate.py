@@ -1,0 +1,324 @@
+"""The model calls behind the tabs, free of Gradio so they can be tested and reused directly.
+
+Every function validates its inputs against :class:`Limits` first (raising :class:`InputError`),
+then holds the state's lock only while the model runs.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from superlora.app.limits import InputError
+from superlora.app.state import BASE, AppState
+from superlora.data.e2e import SLOTS, format_mr, tokenize_prompt
+from superlora.identify.ablation import Coord, parse_coord, scaled_weights
+
+# -----------------------------------------------------------------------------
+# E2E generation
+
+
+@dataclass
+class E2EOutput:
+    """One model's description of an MR and its slot-error check."""
+
+    target: str
+    output: str
+    missing: list[str]
+    wrong: list[str]
+    added: list[str]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("output", "missing", "wrong", "added")} | {
+            "seconds": round(self.seconds, 3)
+        }
+
+
+def build_mr(values: Mapping[str, str | None], state: AppState) -> str:
+    """The MR string of the filled slots, in the E2E slot order; empty slots are left out."""
+    pairs = []
+    for slot in SLOTS:
+        value = (values.get(slot) or "").strip()
+        if not value:
+            continue
+        if len(value) > state.limits.max_value_chars:
+            raise InputError(
+                f"value of {slot} is too long: {len(value)} characters (the limit is {state.limits.max_value_chars})"
+            )
+        if any(ch in value for ch in "[],\n"):
+            raise InputError(f"value of {slot} may not contain '[', ']', ',' or a line break: {value!r}")
+        pairs.append((slot, value))
+    if not pairs:
+        raise InputError("fill at least one slot")
+    return format_mr(pairs)
+
+
+def _room(state: AppState, prompt_tokens: int, wanted: int) -> int:
+    """New tokens that fit the model's context after a prompt; refuses a prompt that fills it."""
+    if prompt_tokens > state.limits.max_input_tokens:
+        raise InputError(f"input is too long: {prompt_tokens} tokens (the limit is {state.limits.max_input_tokens})")
+    if state.context_length is None:
+        return wanted
+    if prompt_tokens >= state.context_length:
+        raise InputError(f"input is too long: {prompt_tokens} tokens fill the model's {state.context_length}")
+    return min(wanted, state.context_length - prompt_tokens)
+
+
+def e2e_generate(
+    state: AppState,
+    mr: str,
+    targets: Sequence[str] | None = None,
+    num_beams: int = 4,
+    length_penalty: float = 0.9,
+    max_new_tokens: int = 64,
+) -> list[E2EOutput]:
+    """Beam-search a description of ``mr`` with each target (the base model and adapters), then check slots."""
+    from superlora.evaluation.decode import DecodeConfig, generate
+    from superlora.evaluation.ser import check_output
+
+    targets = list(targets) if targets else state.targets
+    unknown = [t for t in targets if t not in state.targets]
+    if unknown:
+        raise InputError(f"unknown model {unknown[0]!r}; choose from {', '.join(state.targets)}")
+    if not math.isfinite(float(length_penalty)):
+        raise InputError("length penalty must be a finite number")
+    limits = state.limits
+    prompt_tokens = len(tokenize_prompt(state.loaded.tokenizer, mr))
+    new_tokens = _room(state, prompt_tokens, limits.new_tokens(max_new_tokens, limits.max_e2e_new_tokens))
+    config = DecodeConfig(
+        num_beams=limits.beams(num_beams),
+        length_penalty=float(length_penalty),
+        max_new_tokens=new_tokens,
+        batch_size=1,
+    )
+    results = []
+    for target in targets:
+        started = time.perf_counter()
+        with state.use(target) as model:
+            output = generate(model, state.loaded.tokenizer, [mr], config)[0]
+        check = check_output(mr, output)
+        results.append(
+            E2EOutput(target, output, check.missing, check.wrong, check.added, time.perf_counter() - started)
+        )
+    return results
+
+
+# -----------------------------------------------------------------------------
+# Chat
+
+
+def message_text(content: object) -> str:
+    """Text of a chat message as Gradio sends it (a string, or a list of content parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text", "")) if content.get("type", "text") == "text" else ""
+    if isinstance(content, (list, tuple)):
+        return "".join(message_text(part) for part in content)
+    return ""
+
+
+def render_chat(tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """Prompt ids of a conversation: the model's chat template, or plain 'Role: text' lines without one."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages) + "Assistant:"
+    return list(tokenizer(text)["input_ids"])
+
+
+def chat_prompt(state: AppState, message: str, history: Sequence[dict], system: str) -> list[int]:
+    """Prompt ids of the conversation so far plus ``message``; the oldest turns go first if too long."""
+    limits = state.limits
+    message = limits.text(message, "message")
+    system = limits.text(system, "system prompt", required=False)
+    turns = [
+        {"role": m["role"], "content": message_text(m.get("content"))}
+        for m in history
+        if isinstance(m, dict) and m.get("role") in ("user", "assistant")
+    ][-2 * limits.max_history_turns :]
+    head = [{"role": "system", "content": system}] if system else []
+    budget = limits.max_input_tokens
+    if state.context_length:
+        budget = min(budget, state.context_length - 1)
+    while True:
+        ids = render_chat(state.loaded.tokenizer, [*head, *turns, {"role": "user", "content": message}])
+        if len(ids) <= budget or not turns:
+            break
+        turns = turns[2:] if len(turns) > 1 else []
+    if len(ids) > budget:
+        raise InputError(f"message is too long: {len(ids)} tokens with the system prompt (the limit is {budget})")
+    return ids
+
+
+class _StopFlag:
+    """A stopping criterion that ends generation when the browser stops or leaves."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+
+
+def chat_stream(
+    state: AppState,
+    target: str,
+    message: str,
+    history: Sequence[dict],
+    system: str = "",
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    max_new_tokens: int = 128,
+) -> Iterator[str]:
+    """Yield the reply as it grows (TextIteratorStreamer); temperature 0 means greedy."""
+    from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+    if target not in state.targets:
+        raise InputError(f"unknown model '{target}'; choose one of {', '.join(state.targets)}")
+    ids = chat_prompt(state, message, history, system)
+    new_tokens = _room(state, len(ids), state.limits.new_tokens(max_new_tokens))
+    temperature, top_p = float(temperature), float(top_p)
+    if not (math.isfinite(temperature) and 0 <= temperature <= 5 and 0 < top_p <= 1):
+        raise InputError("temperature must be in [0, 5] and top-p in (0, 1]")
+    tokenizer = state.loaded.tokenizer
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    stop = _StopFlag()
+    failure: list[BaseException] = []
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
+    kwargs = {
+        "input_ids": torch.tensor([ids]),
+        "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+        "max_new_tokens": new_tokens,
+        "do_sample": False,
+        "pad_token_id": tokenizer.pad_token_id,
+        "streamer": streamer,
+        "stopping_criteria": StoppingCriteriaList([stop]),
+        **sampling,
+    }
+
+    def work() -> None:
+        try:
+            with state.use(target) as model, torch.inference_mode():
+                model.generate(**kwargs)
+        except BaseException as exc:  # reported to the page by the consumer below
+            failure.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=work, name="chat-generate", daemon=True)
+    thread.start()
+    reply = ""
+    try:
+        for piece in streamer:
+            if piece:
+                reply += piece
+                yield reply
+    finally:
+        stop.event.set()  # the consumer is gone (done, stopped or disconnected): free the model
+    thread.join()
+    if failure:
+        raise failure[0]
+    if not reply.strip():
+        yield "(the model returned an empty reply)"
+
+
+# -----------------------------------------------------------------------------
+# Super-weight explorer
+
+
+@dataclass
+class Exploration:
+    """A greedy generation with one weight scaled, and the per-block activations with and without it."""
+
+    text: str
+    coord: Coord | None
+    scale: float
+    value: float | None  # the weight's stored value
+    restored_exactly: bool
+    max_out: list[float] = field(default_factory=list)  # per block, model as is
+    residual: list[float] = field(default_factory=list)  # after embeddings and each block, as is
+    max_out_scaled: list[float] = field(default_factory=list)
+    residual_scaled: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def parse_weight(state: AppState, text: str | None) -> Coord | None:
+    """``BLOCK:OUT:IN`` (validated against the model's shapes), or None for 'no weight chosen'."""
+    from superlora.errors import SuperloraError
+
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return parse_coord(text, state.loaded.arch)
+    except SuperloraError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _activations(model, state: AppState, ids: torch.Tensor) -> tuple[list[float], list[float]]:
+    from superlora.identify.detect import block_spikes, residual_maxima
+
+    spikes = block_spikes(model, state.loaded.arch, ids)
+    return [s.max_out for s in spikes], [r["max_abs"] for r in residual_maxima(model, ids)]
+
+
+def explore(
+    state: AppState,
+    prompt: str,
+    weight: str | None,
+    scale: float,
+    max_new_tokens: int = 32,
+    target: str = BASE,
+) -> Exploration:
+    """Generate greedily from ``prompt`` with ``weight`` multiplied by ``scale``, then restore it exactly.
+
+    Also records per-block activations as is and scaled, so the page can show the super activation
+    vanish. The weight's whole tensor is compared bit for bit before and after.
+    """
+    prompt = state.limits.text(prompt, "prompt")
+    coord = parse_weight(state, weight)
+    scale = float(scale)
+    if not math.isfinite(scale) or abs(scale) > 100:
+        raise InputError("scale must be a finite number between -100 and 100")
+    tokenizer, arch = state.loaded.tokenizer, state.loaded.arch
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    new_tokens = _room(state, ids.shape[1], state.limits.new_tokens(max_new_tokens))
+    coords = [coord] if coord is not None and scale != 1.0 else []
+    started = time.perf_counter()
+    with state.use(target) as model, torch.inference_mode():
+        value = None
+        before = None
+        if coord is not None:
+            tensor = arch.mlp_out(model, coord.block).weight
+            value = float(tensor[arch.stored_index(coord.out_channel, coord.in_channel)])
+            before = tensor.detach().clone()
+        max_out, residual = _activations(model, state, ids)
+        with scaled_weights(model, arch, coords, scale):
+            generated = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            scaled = _activations(model, state, ids) if coords else (max_out, residual)
+        restored = before is None or torch.equal(before, arch.mlp_out(model, coord.block).weight)
+    text = tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True)
+    return Exploration(
+        text=text,
+        coord=coord,
+        scale=scale if coords else 1.0,
+        value=value,
+        restored_exactly=restored,
+        max_out=max_out,
+        residual=residual,
+        max_out_scaled=scaled[0],
+        residual_scaled=scaled[1],
+        seconds=time.perf_counter() - started,
+    )

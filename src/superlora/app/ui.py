@@ -1,0 +1,73 @@
+"""Assemble the four tabs into one Gradio app and launch it locally and offline.
+
+Importing this module sets the offline environment before Gradio and the Hugging Face libraries load
+(they read those switches at import time).
+"""
+
+from __future__ import annotations
+
+from superlora.app.offline import offline_environment
+
+offline_environment()
+
+import gradio as gr  # noqa: E402
+
+from superlora.app.state import AppState  # noqa: E402
+from superlora.app.tabs import chat, e2e, explorer, runs  # noqa: E402
+
+CSS = """
+.sl-cards { display: flex; flex-wrap: wrap; gap: 12px; }
+.sl-card { flex: 1 1 300px; border: 1px solid #d0d4da; border-radius: 8px; padding: 10px 12px; }
+.sl-card-head { font-size: 0.9em; opacity: 0.85; margin-bottom: 6px; }
+.sl-output { font-size: 1.05em; margin: 6px 0 10px; }
+.sl-legend { font-size: 0.85em; margin-bottom: 8px; }
+.sl-chip { display: inline-block; border-radius: 10px; padding: 1px 8px; margin: 2px 3px 2px 0; font-size: 0.85em;
+           color: #1a1a1a; }
+.sl-ok { background: #d6f5dd; }
+.sl-missing { background: #ffc9c9; text-decoration: line-through; }
+.sl-wrong { background: #ffe2a8; }
+.sl-added { background: #e3d4ff; font-style: italic; }
+"""
+
+
+def build_app(state: AppState) -> gr.Blocks:
+    """The four tabs over one shared state; nothing here loads a model."""
+    loaded = state.loaded
+    adapters = ", ".join(a.name for a in state.adapters) or "none"
+    with gr.Blocks(title="superlora", analytics_enabled=False) as demo:
+        gr.Markdown(
+            f"## superlora · `{loaded.name}` ({loaded.arch.model_type}, {loaded.arch.num_blocks} blocks) · "
+            f"adapters: {adapters}"
+        )
+        with gr.Tabs():
+            with gr.Tab("E2E generator", id="e2e", elem_id="tab-e2e"):
+                e2e.build(state)
+            with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
+                chat.build(state)
+            with gr.Tab("Super-weight explorer", id="explorer", elem_id="tab-explorer"):
+                explorer.build(state)
+            with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
+                runs.build(state, demo)
+    demo.queue(max_size=state.limits.queue_size, default_concurrency_limit=state.limits.concurrency)
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True):
+    """Serve locally: no share link, no SSR (it needs Node), no monitoring or run-history pages."""
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        inbrowser=False,
+        show_error=True,
+        prevent_thread_lock=not block,
+        quiet=True,
+        ssr_mode=False,
+        mcp_server=False,
+        pwa=False,
+        enable_monitoring=False,
+        run_history=False,
+        footer_links=["api"],
+        css=CSS,
+        theme=gr.themes.Soft(),
+    )
