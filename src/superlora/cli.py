@@ -23,6 +23,7 @@ VERBS = {
     "score": "superlora.evaluation.cli",
     "evaluate": "superlora.evaluation.cli",
     "serve": "superlora.app.cli",
+    "study": "superlora.study.cli",
 }
 
 EPILOG = """examples:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import time
 from pathlib import Path
 
 from superlora.errors import SuperloraError
+from superlora.evaluation.evaluate import score_outputs, write_outputs
 
 SCORE_EPILOG = """examples:
   superlora score data/e2e/original/testset_w_refs.csv outputs.tsv
@@ -45,31 +45,11 @@ def _score_lines(scores: dict, ser: dict) -> list[str]:
     return lines
 
 
-def score_set(mrs: list[str], refs: list[list[str]], hyps: list[str], python_nist: bool, skip_meteor: bool) -> dict:
-    """All metrics and SER for paired data, as a JSON-ready dict."""
-    from superlora.evaluation.metrics import score_corpus
-    from superlora.evaluation.ser import slot_error_rate
-
-    started = time.perf_counter()
-    corpus = score_corpus(refs, hyps, python_nist=python_nist, skip_meteor=skip_meteor)
-    ser = slot_error_rate(mrs, hyps)
-    return {
-        "metrics": corpus.metrics(),
-        "ser": ser.summary(),
-        "outputs": corpus.outputs,
-        "mteval": corpus.mteval,
-        "ptb_tokenizer": corpus.ptb_tokenizer,
-        "notes": corpus.notes,
-        "scoring_seconds": round(time.perf_counter() - started, 2),
-        "_ser_examples": ser.examples,
-    }
-
-
 def run_score(args: argparse.Namespace) -> int:
     from superlora.evaluation.inputs import load_scoring_set
 
     data = load_scoring_set(args.refs, args.hyps)
-    result = score_set(data.mrs, data.refs, data.hyps, args.python_nist, args.skip_meteor)
+    result = score_outputs(data.mrs, data.refs, data.hyps, args.python_nist, args.skip_meteor)
     result.pop("_ser_examples")
     if args.json:
         print(json.dumps({"refs": str(args.refs), "hyps": str(args.hyps), **result}, indent=2, ensure_ascii=False))
@@ -93,26 +73,6 @@ def _default_out(args: argparse.Namespace) -> Path:
     if args.adapter:
         return Path(args.adapter) / f"eval-{suffix}"
     return Path("evals") / f"{_slug(args.model)}-{args.variant}-{suffix}"
-
-
-def _write_outputs(path: Path, mrs: list[str], outputs: list[str]) -> None:
-    import csv
-
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        writer.writerow(["MR", "output"])
-        writer.writerows(zip(mrs, outputs, strict=True))
-
-
-def _write_slot_errors(path: Path, mrs: list[str], outputs: list[str], checks) -> None:
-    import csv
-
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        writer.writerow(["MR", "output", "missing", "wrong", "added"])
-        for mr, out, check in zip(mrs, outputs, checks, strict=True):
-            if check.errors:
-                writer.writerow([mr, out, "; ".join(check.missing), "; ".join(check.wrong), "; ".join(check.added)])
 
 
 def _summary(args, report: dict, outputs: list[str], mrs: list[str]) -> str:
@@ -176,11 +136,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     loaded = load_model(args.model)
     model = attach_adapter(loaded.model, args.adapter) if args.adapter else loaded.model
     outputs, seconds = timed_generate(model, loaded.tokenizer, mrs, config, show_progress=not args.quiet)
-    _write_outputs(out / "outputs.tsv", mrs, outputs)
 
-    result = score_set(mrs, refs, outputs, args.python_nist, args.skip_meteor)
-    checks = result.pop("_ser_examples")
-    _write_slot_errors(out / "slot_errors.tsv", mrs, outputs, checks)
+    result = score_outputs(mrs, refs, outputs, args.python_nist, args.skip_meteor)
+    write_outputs(out, mrs, outputs, result.pop("_ser_examples"))
     report = {
         "model": args.model,
         "model_source": loaded.source,

@@ -1,0 +1,115 @@
+"""Run the study arm by arm: train (resumable), evaluate, then tabulate and plot everything.
+
+An arm is finished when ``<out>/arms/<arm>/scores.json`` exists; a killed study re-run with
+the same command skips finished arms and resumes a half-trained one from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from superlora.config import to_dict
+from superlora.errors import SuperloraError
+from superlora.study.config import StudyConfig
+from superlora.study.report import write_report
+
+
+def _say(text: str) -> None:
+    print(f"superlora study: {text}", flush=True)
+
+
+def train_arm(cfg: StudyConfig, arm: str) -> Path:
+    """Train one arm (or finish it after an interruption); return its run directory."""
+    from superlora.training.trainer import train
+
+    run = Path(cfg.runs_dir) / arm
+    if (run / "summary.json").is_file() and (run / "adapter").is_dir():
+        _say(f"{arm}: already trained ({run})")
+        return run
+    resume = (run / "config.yaml").is_file()
+    if run.exists() and not resume:  # killed before the run directory was complete
+        shutil.rmtree(run)
+    train_cfg = dataclasses.replace(cfg.train, layers=arm, output_dir=str(run), resume=resume)
+    _say(f"{arm}: {'resuming' if resume else 'training'} in {run}")
+    train(train_cfg)
+    return run
+
+
+def evaluate_arm(cfg: StudyConfig, arm: str, run: Path | None) -> dict:
+    """Decode the test MRs with the arm's model and score them (five metrics + SER)."""
+    from superlora.data.e2e import group_references, load_split
+    from superlora.evaluation.decode import attach_adapter, timed_generate
+    from superlora.evaluation.evaluate import score_outputs, write_outputs
+    from superlora.models import load_model
+
+    e = cfg.eval
+    groups = group_references(load_split(e.split, e.variant, cfg.train.data.source))
+    groups = groups[: e.limit] if e.limit else groups
+    mrs, refs = [mr for mr, _ in groups], [r for _, r in groups]
+    loaded = load_model(cfg.train.model, trust_remote_code=cfg.train.trust_remote_code)
+    model = attach_adapter(loaded.model, run / "adapter") if run is not None else loaded.model
+    decode = e.decode
+    if e.threads:
+        import torch
+
+        torch.set_num_threads(e.threads)
+    _say(f"{arm}: decoding {len(mrs)} test MRs (beam {decode.num_beams})")
+    outputs, seconds = timed_generate(model, loaded.tokenizer, mrs, decode)
+    arm_dir = Path(cfg.out) / "arms" / arm
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    scores = score_outputs(mrs, refs, outputs, skip_meteor=e.skip_meteor)
+    write_outputs(arm_dir, mrs, outputs, scores.pop("_ser_examples"))
+    return {"arm": arm, "decode": decode.to_dict(), "decode_seconds": round(seconds, 2), **scores}
+
+
+def identify_once(cfg: StudyConfig) -> StudyConfig:
+    """Pin the super weights every arm uses: the given file, else identify now into ``<out>``."""
+    if cfg.train.superweights:
+        if not Path(cfg.train.superweights).is_file():
+            raise SuperloraError(f"train.superweights: file not found: {cfg.train.superweights}")
+        return cfg
+    path = Path(cfg.out) / "superweights.json"
+    if not path.is_file():
+        from superlora.identify import IdentifyConfig, identify, write_outputs
+        from superlora.identify.report import format_table
+        from superlora.models import load_model
+
+        _say(f"identifying the super weights of {cfg.train.model}")
+        loaded = load_model(cfg.train.model, trust_remote_code=cfg.train.trust_remote_code)
+        id_cfg = IdentifyConfig(model=cfg.train.model, plots=False)
+        report = write_outputs(loaded, id_cfg, identify(loaded, id_cfg), Path(cfg.out))
+        print(format_table(report), flush=True)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, superweights=str(path)))
+
+
+def run_study(cfg: StudyConfig) -> dict:
+    """Every arm in order, skipping finished ones; then the tables, plots and README section."""
+    out = Path(cfg.out)
+    (out / "arms").mkdir(parents=True, exist_ok=True)
+    if any(arm != "base" and arm != "all" for arm in cfg.arms):  # they need the super-weight blocks
+        cfg = identify_once(cfg)
+    (out / "study.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    started = time.perf_counter()
+    for arm in cfg.arms:
+        arm_dir = out / "arms" / arm
+        if (arm_dir / "scores.json").is_file():
+            _say(f"{arm}: done already ({arm_dir / 'scores.json'})")
+            continue
+        run = None if arm == "base" else train_arm(cfg, arm)
+        scores = evaluate_arm(cfg, arm, run)
+        if run is not None:  # keep what the report needs next to the scores: runs/ is not committed
+            shutil.copy(run / "summary.json", arm_dir / "train_summary.json")
+            shutil.copy(run / "log.jsonl", arm_dir / "log.jsonl")
+        tmp = arm_dir / "scores.json.tmp"
+        tmp.write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+        tmp.replace(arm_dir / "scores.json")  # last: marks the arm finished
+        _say(f"{arm}: BLEU {scores['metrics']['BLEU']:.4f}, SER {100 * scores['ser']['SER']:.2f}%")
+    report = write_report(cfg)
+    _say(f"finished in {time.perf_counter() - started:.0f} s; results in {out}")
+    return report

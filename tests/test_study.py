@@ -1,0 +1,88 @@
+"""``superlora study`` on a tiny model: every arm trained and scored alike, resumable, reported from files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from superlora.config import load_config
+from superlora.study.config import StudyConfig
+from superlora.study.report import BEGIN, END
+from superlora.study.runner import run_study
+from test_training import superweights_json, write_e2e
+
+
+def write_test_split(folder: Path) -> None:
+    """original/testset_w_refs.csv with three MRs, two references each, words the tiny tokenizer knows."""
+    (folder / "original").mkdir(parents=True, exist_ok=True)
+    with open(folder / "original" / "testset_w_refs.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["mr", "ref"])
+        for name in ("the pub", "paris", "the restaurant"):
+            mr = f"name[{name}], eatType[pub], near[france]"
+            writer.writerow([mr, f"{name} is a cheap pub near france"])
+            writer.writerow([mr, f"near france is {name} a pub"])
+
+
+@pytest.fixture
+def study_cfg(tmp_path, tiny_model_dir):
+    data = write_e2e(tmp_path / "e2e")
+    write_test_split(data)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{BEGIN}\nold\n{END}\n\nafter\n")
+    items = [
+        f"train.model={tiny_model_dir('llama')}",
+        f"train.data.source={data}",
+        "train.data.max_length=48",
+        "train.optim.max_steps=3",
+        "train.optim.batch_size=4",
+        "train.optim.lr=0.01",
+        "train.log_every=1",
+        f"train.superweights={superweights_json(tmp_path / 'sw.json')}",
+        "eval.decode.num_beams=1",
+        "eval.decode.max_new_tokens=8",
+        "eval.decode.batch_size=2",
+        "eval.skip_meteor=true",  # Java start-ups are slow; scoring itself is tested in test_scoring.py
+        "arms=[base, all, superweights, last]",
+        f"runs_dir={tmp_path / 'runs'}",
+        f"out={tmp_path / 'results'}",
+        f"readme={readme}",
+    ]
+    return load_config(StudyConfig, None, items)
+
+
+def test_study_runs_every_arm_reports_and_resumes_arm_by_arm(study_cfg):
+    report = run_study(study_cfg)
+    out = Path(study_cfg.out)
+    rows = {r["arm"]: r for r in report["arms"]}
+    assert list(rows) == ["base", "all", "superweights", "last"]
+    assert rows["base"]["steps"] == 0 and rows["base"]["trainable_params"] == 0
+    assert rows["superweights"]["blocks"] == [1] and rows["last"]["blocks"] == [2]  # same count, fair control
+    assert rows["all"]["blocks"] == [0, 1, 2]
+    assert rows["all"]["trainable_params"] == 3 * rows["superweights"]["trainable_params"]
+    for r in rows.values():
+        assert r["outputs"] == 3 and 0 <= r["BLEU"] <= 1 and r["SER"] >= 0 and r["METEOR"] is None
+    for name in ("study.json", "results.md", "loss_curves.png", "quality_vs_time.png", "study.yaml"):
+        assert (out / name).is_file(), name
+    assert (out / "arms" / "all" / "outputs.tsv").read_text().count("\n") == 4  # header + 3 MRs
+    readme = Path(study_cfg.readme).read_text()
+    assert "old" not in readme and "| superweights | 1 |" in readme and readme.endswith("after\n")
+
+    # killed while evaluating `last`: a re-run redoes only that arm
+    finished = {arm: (out / "arms" / arm / "scores.json").stat().st_mtime_ns for arm in study_cfg.arms}
+    (out / "arms" / "last" / "scores.json").unlink()
+    run_study(study_cfg)
+    again = {arm: (out / "arms" / arm / "scores.json").stat().st_mtime_ns for arm in study_cfg.arms}
+    assert all(again[a] == finished[a] for a in ("base", "all", "superweights"))
+    assert again["last"] != finished["last"]
+    assert json.loads((out / "study.json").read_text())["arms"][-1]["arm"] == "last"
+
+
+def test_unknown_arm_is_refused():
+    from superlora.errors import SuperloraError
+
+    with pytest.raises(SuperloraError, match="arms: unknown middle"):
+        load_config(StudyConfig, None, ["arms=[base, middle]"])
