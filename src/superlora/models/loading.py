@@ -67,19 +67,46 @@ def _from_pretrained(ref: str, what: str, trust_remote_code: bool):
         try:
             return load(local_only=True)
         except (OSError, ValueError) as exc:
-            raise SuperloraError(f"cannot load {what} from folder {ref}: {str(exc).splitlines()[0]}") from None
+            raise SuperloraError(f"cannot load {what} from folder {ref}: {_first_line(exc)}") from None
     if not HUB_ID.match(ref):
         raise SuperloraError(f"model '{ref}' is not an alias ({', '.join(ALIASES)}), an existing path or a Hub id")
-    try:
-        return load(local_only=True)  # the HF cache answers without touching the network
-    except (OSError, ValueError):
-        pass
     if _hub_offline():
-        raise _offline_error(ref)
+        if not _in_hf_cache(ref):
+            raise _offline_error(ref)
+        _force_offline()  # cached files only: never wait on retries to an unreachable Hub
+        try:
+            return load(local_only=True)
+        except (OSError, ValueError) as exc:
+            raise SuperloraError(
+                f"cannot load {what} '{ref}' from the Hugging Face cache: {_first_line(exc)}"
+            ) from None
     try:
         return load(local_only=False)
     except (OSError, ValueError) as exc:
-        raise SuperloraError(f"cannot load {what} '{ref}' from the Hub: {str(exc).splitlines()[0]}") from None
+        raise SuperloraError(f"cannot load {what} '{ref}' from the Hub: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _in_hf_cache(ref: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(ref, "config.json"), str)
+
+
+def _force_offline() -> None:
+    """Switch this process to Hugging Face offline mode (it is offline anyway)."""
+    import importlib
+
+    from huggingface_hub import constants, is_offline_mode
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
+    module = importlib.import_module(is_offline_mode.__module__)
+    if hasattr(module, "HF_HUB_OFFLINE"):
+        module.HF_HUB_OFFLINE = True
 
 
 def _gguf_cache_dir(path: Path) -> Path:
