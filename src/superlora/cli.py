@@ -20,6 +20,7 @@ VERBS = {
     "models": "superlora.models.cli",
     "train": "superlora.training.cli",
     "merge": "superlora.training.merge",
+    "bench": "superlora.training.bench",
     "score": "superlora.evaluation.cli",
     "evaluate": "superlora.evaluation.cli",
     "serve": "superlora.app.cli",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from superlora.errors import SuperloraError
@@ -22,8 +23,8 @@ tensorboard/ and summary.json. Data come from data.source, else $SUPERLORA_E2E_D
 
 def load_train_config(items: list[str], resume: bool = False):
     """TrainConfig from ``[CONFIG] [key=value ...]``; with resume and no CONFIG, the run's own config."""
-    from superlora.config import load_config
-    from superlora.training.config import TrainConfig
+    from superlora.config import load_config, read_yaml
+    from superlora.training.config import TrainConfig, upgrade_legacy
 
     paths = [item for item in items if "=" not in item]
     overrides = [item for item in items if "=" in item]
@@ -36,6 +37,9 @@ def load_train_config(items: list[str], resume: bool = False):
         run = Path(load_config(TrainConfig, None, overrides).output_dir)
         if (run / "config.yaml").is_file():
             path = str(run / "config.yaml")
+            if "speed" not in read_yaml(path):  # written before speed: existed; resume with what it ran
+                speed = upgrade_legacy(read_yaml(path))["speed"]
+                overrides = [f"speed.{key}={json.dumps(value)}" for key, value in speed.items()] + overrides
     return load_config(TrainConfig, path, overrides)
 
 

@@ -7,6 +7,7 @@ with warmup, label smoothing 0.1.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -64,7 +65,7 @@ class OptimConfig:
     max_steps: int = -1
     epochs: float = 1.0
     max_grad_norm: float = 1.0
-    bf16: bool = False  # bf16 autocast; ~2x faster on CPUs with AVX512-BF16, LoRA weights stay fp32
+    bf16: bool | None = None  # deprecated alias of speed.bf16, kept so older recipes and run folders still load
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -90,6 +91,46 @@ class CheckpointConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """How fast the same training runs; none of these changes what is learnt beyond noise.
+
+    ``superlora bench`` measures each one against a plain transformers Trainer (README, "Speed").
+    """
+
+    bf16: bool = True  # bf16 autocast, frozen block weights kept in bf16; LoRA weights, optimiser and loss stay fp32
+    target_only_logits: bool = True  # LM head and loss only where a label is set, not at every position
+    group_by_length: bool = True  # batches of similar length (less padding); the same examples each epoch
+    attention: Literal["eager", "sdpa", "model"] = "eager"  # eager: CPU backward far faster than SDPA's at E2E lengths
+    threads: int | None = None  # torch threads per process; None: torch's default (OMP_NUM_THREADS, else all cores)
+    compile: bool = False  # torch.compile each block (regional); pays only on long runs, see README
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"speed.threads must be >= 1 (or null), got {self.threads}")
+
+
+# What a run folder written before the speed section existed was trained with (see upgrade_legacy).
+LEGACY_SPEED = {
+    "target_only_logits": False,
+    "group_by_length": False,
+    "attention": "model",
+    "threads": None,
+    "compile": False,
+}
+
+
+def upgrade_legacy(data: dict) -> dict:
+    """A stored config dict in today's form: ``optim.bf16`` folded into ``speed.bf16``, and a run folder
+    from before ``speed:`` existed given the speed settings it actually ran with (so it resumes as it was)."""
+    optim = dict(data.get("optim") or {})
+    bf16 = optim.pop("bf16", None)
+    speed = dict(data["speed"]) if isinstance(data.get("speed"), dict) else {**LEGACY_SPEED, "bf16": bool(bf16)}
+    if bf16 is not None:
+        speed["bf16"] = bf16
+    return {**data, "optim": optim, "speed": speed}
+
+
+@dataclass
 class TrainConfig:
     """One fine-tuning run. ``layers`` picks the blocks that get adapters:
 
@@ -108,6 +149,7 @@ class TrainConfig:
     seed: int = 42
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     log_every: int = 10
     output_dir: str = "runs/e2e-lora"
     resume: bool = False
@@ -119,3 +161,6 @@ class TrainConfig:
             raise ValueError("layers: an explicit list must name at least one block")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if self.optim.bf16 is not None:  # the old spelling wins, then is cleared: one source of truth
+            self.speed = dataclasses.replace(self.speed, bf16=self.optim.bf16)
+            self.optim = dataclasses.replace(self.optim, bf16=None)

@@ -35,16 +35,27 @@ from superlora.config import to_dict
 from superlora.data.e2e import IGNORE_INDEX, load_split, tokenize_example
 from superlora.errors import SuperloraError
 from superlora.training import rundir
-from superlora.training.config import TrainConfig
+from superlora.training.config import TrainConfig, upgrade_legacy
 from superlora.training.layers import adapted_blocks, default_targets, select_blocks, target_module_names
+from superlora.training.speed import TargetOnlyLogitsMixin, speed_setup
 
 if TYPE_CHECKING:
     from peft import PeftModel
 
     from superlora.models import LoadedModel
 
-# Keys that may change when resuming: they do not affect what is computed.
-RESUMABLE_CHANGES = {"resume", "output_dir", "log_every", "checkpoint.every", "checkpoint.keep"}
+# Keys that may change when resuming: they do not affect what is computed (beyond float rounding).
+RESUMABLE_CHANGES = {
+    "resume",
+    "output_dir",
+    "log_every",
+    "checkpoint.every",
+    "checkpoint.keep",
+    "speed.target_only_logits",
+    "speed.attention",
+    "speed.threads",
+    "speed.compile",
+}
 
 
 def is_main_process() -> bool:
@@ -105,8 +116,8 @@ def build_dataset(cfg: TrainConfig, tokenizer: Any) -> TokenizedRows:
 # Trainer pieces
 
 
-class AtomicCheckpointTrainer(Trainer):
-    """A Trainer whose checkpoints appear all at once.
+class AtomicCheckpointTrainer(TargetOnlyLogitsMixin, Trainer):
+    """A Trainer whose checkpoints appear all at once (and whose loss may skip non-target logits, see speed).
 
     Each checkpoint is written into ``checkpoints/.staging/`` (every process adds its RNG
     state there), then renamed to ``checkpoints/checkpoint-N``. A kill during the write
@@ -261,7 +272,7 @@ def plan_run(cfg: TrainConfig) -> Plan:
     targets = cfg.lora.targets or default_targets(loaded.arch)
     cfg = dataclasses.replace(cfg, count=count, lora=dataclasses.replace(cfg.lora, targets=targets))
     if stored is not None:
-        changed = [k for k in config_changes(stored[0], to_dict(cfg)) if k not in RESUMABLE_CHANGES]
+        changed = [k for k in config_changes(upgrade_legacy(stored[0]), to_dict(cfg)) if k not in RESUMABLE_CHANGES]
         if changed:
             raise SuperloraError(
                 f"cannot resume {run}: the config differs from the run's config.yaml in {', '.join(changed)}"
@@ -285,7 +296,7 @@ def attach_lora(plan: Plan) -> PeftModel:
     lora = plan.cfg.lora
     model = plan.loaded.model
     if next(model.parameters()).dtype != torch.float32:
-        model.float()  # CPU training: fp32 master weights; bf16 speed comes from autocast (optim.bf16)
+        model.float()  # CPU training: fp32 master weights; bf16 speed comes from autocast (speed.bf16)
     conv1d = any(isinstance(model.get_submodule(name), Conv1D) for name in plan.targets)
     config = LoraConfig(
         task_type="CAUSAL_LM",
@@ -323,7 +334,8 @@ def training_arguments(cfg: TrainConfig, run: Path) -> TrainingArguments:
         max_steps=o.max_steps,
         num_train_epochs=o.epochs,
         max_grad_norm=o.max_grad_norm,
-        bf16=o.bf16,
+        bf16=cfg.speed.bf16,
+        train_sampling_strategy="group_by_length" if cfg.speed.group_by_length else "random",
         use_cpu=cpu,
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -356,6 +368,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> d
     plan = plan_run(cfg)
     cfg, run = plan.cfg, plan.run
     model = attach_lora(plan)
+    fast = speed_setup(model, plan.loaded, cfg.speed)
     args = training_arguments(cfg, run)
     _ = args.device  # sets up the process group under torchrun (a rendezvous: all ranks validated)
     world_size = args.world_size
@@ -379,7 +392,8 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> d
         torch.distributed.barrier()
 
     say(f"run: {run}  model: {cfg.model}  blocks: {plan.blocks} of {plan.loaded.arch.num_blocks}")
-    say(f"data: {len(plan.dataset)} examples  processes: {world_size}  threads/process: {torch.get_num_threads()}")
+    say(f"data: {len(plan.dataset)} examples  processes: {world_size}  threads/process: {fast.threads}")
+    say(f"speed: {'; '.join(fast.notes) or 'all switches off'}")
     if plan.resume_from is not None:
         say(f"resuming from {plan.resume_from}")
     trainable, total = print_trainable(model)
@@ -391,6 +405,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> d
         data_collator=PadCollator(plan.loaded.tokenizer.pad_token_id),
         callbacks=[run_log, *(callbacks or [])],
     )
+    trainer.target_only_logits = fast.target_only
     trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
     train_time = time.perf_counter() - run_log.start_time
     state = trainer.state

@@ -1,0 +1,267 @@
+"""The ``speed:`` switches leave the loss as it was, and ``superlora bench`` runs end to end (tiny models)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from superlora.config import load_config
+from superlora.training.config import TrainConfig
+from test_training import write_e2e
+from tiny import tiny_model
+
+OFF = {
+    "speed.bf16": "false",
+    "speed.target_only_logits": "false",
+    "speed.group_by_length": "false",
+    "speed.attention": "model",
+}
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    return write_e2e(tmp_path / "e2e", rows=48)
+
+
+def make_cfg(model_dir: Path, data_dir: Path, out: Path, **extra: str) -> TrainConfig:
+    items = {
+        "model": str(model_dir),
+        "data.source": str(data_dir),
+        "data.max_length": 48,
+        "optim.batch_size": 4,
+        "optim.max_steps": 6,
+        "optim.lr": 0.01,
+        "lora.dropout": 0.0,  # deterministic forward passes, so two loss paths can be compared exactly
+        "log_every": 1,
+        "output_dir": str(out),
+    } | OFF
+    return load_config(TrainConfig, None, [f"{k}={v}" for k, v in (items | extra).items()])
+
+
+def prepared(cfg: TrainConfig):
+    """(trainer, model, one padded batch) for ``cfg``, built the way ``train`` builds them."""
+    from superlora.training.speed import speed_setup
+    from superlora.training.trainer import (
+        AtomicCheckpointTrainer,
+        PadCollator,
+        attach_lora,
+        plan_run,
+        training_arguments,
+    )
+
+    plan = plan_run(cfg)
+    model = attach_lora(plan)
+    fast = speed_setup(model, plan.loaded, cfg.speed)
+    collator = PadCollator(plan.loaded.tokenizer.pad_token_id)
+    args = training_arguments(cfg, plan.run)
+    trainer = AtomicCheckpointTrainer(model=model, args=args, train_dataset=plan.dataset, data_collator=collator)
+    trainer.target_only_logits = fast.target_only
+    rows = [plan.dataset[i] for i in (0, 1, 5, 7)]
+    rows[1] = {key: value[:-4] for key, value in rows[1].items()}  # a shorter row: the batch has padding
+    return trainer, model, collator(rows)
+
+
+def loss_and_grads(trainer, model, batch, num_items=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    model.train()
+    torch.manual_seed(0)  # the same dropout masks (GPT-2's own dropout is on) in both passes
+    loss = trainer.compute_loss(trainer.model_wrapped, dict(batch), num_items_in_batch=num_items)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("smoothing", [0.1, 0.0])  # 0.1: the Trainer's LabelSmoother; 0: the model's own loss
+def test_target_only_logits_same_loss_and_gradients(family, smoothing, tiny_model_dir, data_dir, tmp_path):
+    """Target-only logits give the Trainer's loss and the same gradients, per batch and with num_items_in_batch."""
+    cfg = make_cfg(tiny_model_dir(family), data_dir, tmp_path / "run", **{"optim.label_smoothing": smoothing})
+    trainer, model, batch = prepared(cfg)
+    assert int((batch["labels"] == -100).sum()) > int((batch["attention_mask"] == 0).sum()) > 0  # prompt and padding
+    for num_items in (None, torch.tensor(123)):  # 123: as if the step accumulated more micro-batches
+        trainer.target_only_logits = False
+        full, full_grads = loss_and_grads(trainer, model, batch, num_items)
+        trainer.target_only_logits = True
+        target, target_grads = loss_and_grads(trainer, model, batch, num_items)
+        torch.testing.assert_close(target, full, rtol=1e-6, atol=1e-6)
+        assert full_grads.keys() == target_grads.keys() and full_grads
+        for name in full_grads:
+            torch.testing.assert_close(target_grads[name], full_grads[name], rtol=1e-4, atol=1e-7)
+        assert any(g.abs().sum() > 0 for g in target_grads.values())
+
+
+def test_target_only_logits_under_bf16(tiny_model_dir, data_dir, tmp_path):
+    """In bf16 both paths use the same bf16 head on the same hidden states and an fp32 loss: the same loss."""
+    cfg = make_cfg(tiny_model_dir("llama"), data_dir, tmp_path / "run", **{"speed.bf16": "true"})
+    trainer, model, batch = prepared(cfg)
+    trainer.model_wrapped = trainer.accelerator.prepare_model(model)  # forward in autocast, logits to fp32
+    trainer.target_only_logits = False
+    full, full_grads = loss_and_grads(trainer, model, batch)
+    trainer.target_only_logits = True
+    target, target_grads = loss_and_grads(trainer, model, batch)
+    torch.testing.assert_close(target, full, rtol=1e-4, atol=1e-4)
+    for name in full_grads:
+        torch.testing.assert_close(target_grads[name], full_grads[name], rtol=2e-2, atol=1e-4)
+
+
+def test_bf16_keeps_the_loss_within_tolerance(tiny_model_dir, data_dir, tmp_path):
+    """bf16: the per-step losses of a short run stay within 1% of fp32; frozen block weights are bf16, LoRA fp32."""
+    from superlora.training.rundir import read_log
+    from superlora.training.trainer import train
+
+    model_dir = tiny_model_dir("llama")
+    losses = {}
+    for bf16 in ("false", "true"):
+        cfg = make_cfg(model_dir, data_dir, tmp_path / f"bf16-{bf16}", **{"speed.bf16": bf16})
+        train(cfg)
+        losses[bf16] = [r["loss"] for r in read_log(Path(cfg.output_dir) / "log.jsonl")]
+    assert len(losses["true"]) == 6
+    torch.testing.assert_close(losses["true"], losses["false"], rtol=1e-2, atol=0)
+    assert losses["true"] != losses["false"]  # it did run in bf16
+
+    _, model, _ = prepared(make_cfg(model_dir, data_dir, tmp_path / "dtypes", **{"speed.bf16": "true"}))
+    dtypes = {name.split(".layers.0.")[-1]: p.dtype for name, p in model.named_parameters() if ".layers.0." in name}
+    assert dtypes["self_attn.q_proj.base_layer.weight"] == dtypes["mlp.down_proj.weight"] == torch.bfloat16
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    assert model.get_base_model().get_input_embeddings().weight.dtype == torch.float32  # tied head: fp32
+
+
+def test_group_by_length_same_examples_per_epoch_less_padding(tmp_path):
+    """One epoch of grouped batches holds every example exactly once, with less padding than random batches."""
+    import random
+
+    from superlora.training.trainer import AtomicCheckpointTrainer, PadCollator, TokenizedRows, training_arguments
+
+    rng = random.Random(0)
+    rows = [{"input_ids": [3 + i % 90] + [5] * rng.randint(2, 40)} for i in range(96)]
+    rows = [r | {"attention_mask": [1] * len(r["input_ids"]), "labels": r["input_ids"]} for r in rows]
+    padding = {}
+    for grouped in ("false", "true"):
+        cfg = make_cfg(tmp_path, tmp_path, tmp_path / "run", **{"speed.group_by_length": grouped})
+        trainer = AtomicCheckpointTrainer(
+            model=tiny_model("llama"),
+            args=training_arguments(cfg, tmp_path / "run"),
+            train_dataset=TokenizedRows(rows),
+            data_collator=PadCollator(1),
+        )
+        seen, real, padded = [], 0, 0
+        for batch in trainer.get_train_dataloader():
+            mask = batch["attention_mask"].bool()
+            seen += [tuple(ids[keep].tolist()) for ids, keep in zip(batch["input_ids"], mask, strict=True)]
+            real, padded = real + int(mask.sum()), padded + mask.numel()
+        assert sorted(seen) == sorted(tuple(r["input_ids"]) for r in rows)
+        padding[grouped] = 1 - real / padded
+    assert padding["true"] < padding["false"] / 2, padding
+
+
+@pytest.mark.parametrize(("switch", "values"), [("speed.threads", (1, 2)), ("speed.attention", ("sdpa", "eager"))])
+def test_threads_and_attention_leave_the_loss(switch, values, tiny_model_dir, data_dir, tmp_path):
+    model_dir, threads = tiny_model_dir("llama"), torch.get_num_threads()
+    losses = []
+    try:
+        for i, value in enumerate(values):
+            trainer, model, batch = prepared(make_cfg(model_dir, data_dir, tmp_path / f"run{i}", **{switch: value}))
+            losses.append(loss_and_grads(trainer, model, batch)[0])
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+
+
+def test_no_backward_below_the_lowest_adapted_block(tiny_model_dir, data_dir, tmp_path):
+    """With adapters in block 2 only, nothing below it is part of the graph: autograd skips that backward."""
+    trainer, model, batch = prepared(make_cfg(tiny_model_dir("llama"), data_dir, tmp_path / "run", layers="[2]"))
+    needs_grad = {}
+    base = model.get_base_model()
+    modules = {"embeddings": base.model.embed_tokens} | {f"block {i}": base.model.layers[i] for i in range(3)}
+
+    def record(name: str):
+        def hook(module, args, out):
+            needs_grad[name] = (out[0] if isinstance(out, tuple) else out).requires_grad
+
+        return hook
+
+    for name, module in modules.items():
+        module.register_forward_hook(record(name))
+    loss_and_grads(trainer, model, batch)
+    assert needs_grad == {"embeddings": False, "block 0": False, "block 1": False, "block 2": True}
+
+
+def test_unsupported_logit_postprocessing_is_detected():
+    from superlora.training.speed import target_only_unsupported
+
+    model = tiny_model("gemma3")
+    assert target_only_unsupported(model) is None
+    model.config.final_logit_softcapping = 30.0
+    assert "final_logit_softcapping" in target_only_unsupported(model)
+
+
+def test_old_bf16_key_and_old_run_folders(tmp_path):
+    """``optim.bf16`` still works (as speed.bf16); a run folder without ``speed:`` resumes with what it ran."""
+    from superlora.training.cli import load_train_config
+
+    cfg = load_config(TrainConfig, None, ["optim.bf16=false"])
+    assert cfg.speed.bf16 is False and cfg.optim.bf16 is None and cfg.speed.group_by_length is True
+    run = tmp_path / "old-run"
+    run.mkdir()
+    (run / "config.yaml").write_text(f"output_dir: {run}\noptim:\n  bf16: true\n")
+    cfg = load_train_config([f"output_dir={run}"], resume=True)
+    assert cfg.speed.bf16 is True and cfg.speed.group_by_length is False and cfg.speed.target_only_logits is False
+
+
+def test_bench_runs_end_to_end_and_writes_the_table(tiny_model_dir, tmp_path):
+    """Every arm but compile (a minute to compile even a tiny model), 2 steps, 1 repeat: table and JSON."""
+    data = write_e2e(tmp_path / "bench-e2e", rows=48)
+    out = tmp_path / "bench" / "tiny.json"
+    items = [f"model={tiny_model_dir('llama')}", f"data.source={data}", "data.max_length=48", "optim.batch_size=4"]
+    two_cores = (os.cpu_count() or 1) >= 2  # the threads arm tries the other thread count: 2
+    arms = "off,bf16,target,group,eager,recipe,no-target" + (",threads" if two_cores else "")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "superlora", "bench", *items, "--steps", "2", "--repeats", "1", "--arms", arms]
+    done = subprocess.run(
+        [*command, "--rss", "inprocess", "--out", str(out)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    result = json.loads(out.read_text())
+    rows = {row["key"]: row for row in result["arms"]}
+    expected = ["ref", "off", "bf16", "target", "group", "eager", "recipe", "no-target"]
+    expected += ["threads"] if two_cores else []
+    assert list(rows) == expected
+    assert rows["ref"]["ratio_to_ref"] == 1.0
+    for row in rows.values():
+        assert row["tokens_per_s"] > 0 and row["peak_rss_mb"] > 0 and 0 < row["mfu_bf16_peak"] < 1
+    # same batches, same computation: superlora's path with switches off reproduces the reference's losses
+    assert rows["off"]["max_loss_diff_vs_ref"] < 1e-5
+    assert rows["target"]["max_loss_diff_vs_ref"] < 1e-5
+    assert rows["group"]["max_loss_diff_vs_ref"] is None  # other batches: not compared
+    assert rows["recipe"]["threads"] == 1 and (not two_cores or rows["threads"]["threads"] == 2)
+    assert rows["recipe"]["speed"]["bf16"] is True and result["peak_gflops"]["1"]["bf16"] > 0
+    assert len(result["runs"]["recipe"][0]["step_s"]) == 2
+
+    table = out.with_suffix(".txt").read_text()
+    assert table.strip() in done.stdout
+    for row in rows.values():
+        assert row["name"] in table
+    assert "reference: plain Trainer, fp32" in table and " 1.00 " in table
+    assert "model FLOPs per step" in table and "matmul peak" in table
+
+
+def test_bench_peak_rss_from_fresh_processes(tiny_model_dir, tmp_path):
+    """The default RSS method trains each arm again in a spawned process: memory held here is not counted."""
+    from superlora.training import bench
+
+    data = write_e2e(tmp_path / "bench-e2e", rows=48)
+    items = [f"model={tiny_model_dir('gpt2')}", f"data.source={data}", "data.max_length=48", "optim.batch_size=4"]
+    ballast = torch.ones(1_000_000_000, dtype=torch.uint8)  # 1 GB resident in this process only
+    result = bench.bench(load_config(TrainConfig, None, items), steps=1, repeats=1, warmup=1, keys=["recipe"])
+    here = bench._status_kib("VmRSS") / 1024
+    del ballast
+    peaks = {row["key"]: row["peak_rss_mb"] for row in result["arms"]}
+    assert list(peaks) == ["ref", "recipe"]
+    assert all(100 < peak < here - 800 for peak in peaks.values()), (peaks, here)
+    assert "in a fresh process" in bench.format_table(result)
