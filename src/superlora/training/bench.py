@@ -258,18 +258,12 @@ def reference_arguments(cfg: TrainConfig, out: str, max_steps: int) -> Any:
     import torch
     from transformers import TrainingArguments
 
-    o = cfg.optim
+    from superlora.training.trainer import optim_arguments
+
     return TrainingArguments(
         output_dir=out,
-        per_device_train_batch_size=o.batch_size,
-        gradient_accumulation_steps=o.grad_accum,
-        learning_rate=o.lr,
-        weight_decay=o.weight_decay,
-        warmup_steps=o.warmup_steps,
-        lr_scheduler_type=o.scheduler,
-        label_smoothing_factor=o.label_smoothing,
+        **optim_arguments(cfg.optim),
         max_steps=max_steps,
-        max_grad_norm=o.max_grad_norm,
         seed=cfg.seed,
         use_cpu=not torch.cuda.is_available(),
         save_strategy="no",

@@ -35,7 +35,7 @@ from superlora.config import to_dict
 from superlora.data.e2e import IGNORE_INDEX, load_split, tokenize_example
 from superlora.errors import SuperloraError
 from superlora.training import rundir
-from superlora.training.config import TrainConfig, upgrade_legacy
+from superlora.training.config import OptimConfig, TrainConfig, upgrade_legacy
 from superlora.training.layers import adapted_blocks, default_targets, select_blocks, target_module_names
 from superlora.training.speed import TargetOnlyLogitsMixin, speed_setup
 
@@ -316,6 +316,20 @@ def attach_lora(plan: Plan) -> PeftModel:
     return peft_model
 
 
+def optim_arguments(o: OptimConfig) -> dict[str, Any]:
+    """The recipe's optimisation as TrainingArguments keywords (the bench's reference recipe uses them too)."""
+    return {
+        "per_device_train_batch_size": o.batch_size,
+        "gradient_accumulation_steps": o.grad_accum,
+        "learning_rate": o.lr,
+        "weight_decay": o.weight_decay,
+        "warmup_steps": o.warmup_steps,
+        "lr_scheduler_type": o.scheduler,
+        "label_smoothing_factor": o.label_smoothing,
+        "max_grad_norm": o.max_grad_norm,
+    }
+
+
 def training_arguments(cfg: TrainConfig, run: Path) -> TrainingArguments:
     o, world_size = cfg.optim, int(os.environ.get("WORLD_SIZE", "1"))
     cpu = not torch.cuda.is_available()
@@ -324,16 +338,9 @@ def training_arguments(cfg: TrainConfig, run: Path) -> TrainingArguments:
         extra = {"ddp_backend": "gloo" if cpu else "nccl", "ddp_find_unused_parameters": False}
     return TrainingArguments(
         output_dir=str(run / rundir.CHECKPOINTS),
-        per_device_train_batch_size=o.batch_size,
-        gradient_accumulation_steps=o.grad_accum,
-        learning_rate=o.lr,
-        weight_decay=o.weight_decay,
-        warmup_steps=o.warmup_steps,
-        lr_scheduler_type=o.scheduler,
-        label_smoothing_factor=o.label_smoothing,
+        **optim_arguments(o),
         max_steps=o.max_steps,
         num_train_epochs=o.epochs,
-        max_grad_norm=o.max_grad_norm,
         bf16=cfg.speed.bf16,
         train_sampling_strategy="group_by_length" if cfg.speed.group_by_length else "random",
         use_cpu=cpu,
