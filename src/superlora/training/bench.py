@@ -643,7 +643,8 @@ Arms: ref (plain transformers Trainer + peft, fp32, dynamic padding, full logits
 switches off), bf16, target, group, eager (each switch alone), recipe (the CONFIG's speed: section),
 no-bf16, no-target, no-group, no-eager (the recipe without one switch), threads (the recipe with the other
 thread count), compile (the recipe + torch.compile).
-Run it alone on the machine (OMP_NUM_THREADS unset, or = cores): other jobs distort every arm."""
+Other jobs on the machine slow every arm (repeats and within-repeat ratios limit the damage); when the cores
+are shared, OMP_NUM_THREADS=1 keeps the arms on one thread each (the threads arm then tries 2)."""
 
 
 def run(args: argparse.Namespace) -> int:
