@@ -159,6 +159,14 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def split_recipe(items: list[str]) -> tuple[str | None, list[str]]:
+    """``[recipe.yaml] key=value ...`` (in any order) -> (recipe path or None, overrides)."""
+    paths = [item for item in items if "=" not in item]
+    if len(paths) > 1:
+        raise SuperloraError(f"give at most one recipe file, got {', '.join(paths)} (overrides are key=value)")
+    return (paths[0] if paths else None), [item for item in items if "=" in item]
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Build ``cls`` from an optional YAML recipe and ``key=value`` overrides, validated."""
     data = read_yaml(path) if path else {}

@@ -8,6 +8,8 @@ import logging
 import sys
 import time
 
+from superlora.verb import add_verb
+
 EPILOG = """examples:
   superlora serve                                        # smollm2-135m on http://127.0.0.1:7860
   superlora serve --adapter runs/e2e/lora runs/e2e/superweight --runs runs/e2e
@@ -20,12 +22,12 @@ The model loads once; requests queue and run one at a time (--concurrency)."""
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_verb(
+        subparsers,
         "serve",
         help="web app: E2E generator, chat, super-weight explorer, training runs",
         description="Serve a local Gradio app over one model and its LoRA adapters (offline, 127.0.0.1).",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", default="smollm2-135m", help="model reference (default: smollm2-135m)")
     p.add_argument(

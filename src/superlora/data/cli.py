@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from superlora.verb import add_verb
+
 EPILOG = """examples:
   superlora data check --data ../shared/data/e2e              # every split of both variants
   superlora data check --data ../shared/data/e2e --variant cleaned --split test
@@ -26,13 +28,13 @@ def check(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_verb(
+        subparsers,
         "data",
         help="validate the E2E data and count rows, MRs and reference groups",
         description="E2E data comes from --data DIR (a folder with original/ and cleaned/), "
         "else $SUPERLORA_E2E_DIR, else the Hugging Face Hub.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = actions.add_parser(

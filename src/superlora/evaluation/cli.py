@@ -13,6 +13,7 @@ from pathlib import Path
 
 from superlora.errors import SuperloraError
 from superlora.evaluation.evaluate import score_outputs, write_outputs
+from superlora.verb import add_verb
 
 SCORE_EPILOG = """examples:
   superlora score data/e2e/original/testset_w_refs.csv outputs.tsv
@@ -175,13 +176,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from superlora.data.e2e import SPLITS, VARIANTS
 
     if "score" not in subparsers.choices:
-        p = subparsers.add_parser(
+        p = add_verb(
+            subparsers,
             "score",
             help="BLEU, NIST, METEOR, ROUGE_L, CIDEr (official E2E scorer semantics) and slot error rate",
             description="Score system outputs against E2E references exactly as the challenge's official "
             "scorer (e2e-metrics) does, plus a rule-based slot error rate.",
             epilog=SCORE_EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.add_argument("refs", type=Path, help="E2E CSV with mr,ref columns (and orig_mr for the cleaned data)")
         p.add_argument("hyps", type=Path, help="outputs: TSV with header MR<TAB>output, or one output per line")
@@ -191,14 +192,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     if "evaluate" not in subparsers.choices:
         from superlora.models.aliases import DEFAULT_MODEL
 
-        p = subparsers.add_parser(
+        p = add_verb(
+            subparsers,
             "evaluate",
             help="decode E2E MRs with beam search, then score the outputs (official metrics + SER)",
             description="Generate one description per E2E MR with batched beam search (LoRA paper protocol by "
             "default), write them as a challenge TSV and score them. With --variant cleaned the inputs are the "
             "original MRs (orig_mr), since that is how the cleaned test references are grouped for scoring.",
             epilog=EVALUATE_EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.add_argument(
             "--model", default=DEFAULT_MODEL, help=f"alias, folder, .gguf or Hub id (default {DEFAULT_MODEL})"

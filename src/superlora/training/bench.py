@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from superlora.errors import SuperloraError
+from superlora.verb import add_recipe_argument, add_verb
 
 if TYPE_CHECKING:
     import torch
@@ -668,16 +669,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_verb(
+        subparsers,
         "bench",
         help="training speed: superlora's path and each speed switch against a plain transformers Trainer",
         description="Measure training throughput (tokens/s, step time, peak RSS, MFU against a matmul peak "
         "measured in the same run) of the recipe's model, data, LoRA and batch size, side by side with a plain "
         "transformers Trainer + peft recipe, in one process, interleaved over repeats.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("items", nargs="*", metavar="CONFIG|key=value", help="a train recipe YAML and/or overrides")
+    add_recipe_argument(parser, "a train recipe YAML and/or overrides")
     parser.add_argument("--steps", type=int, default=10, help="timed optimiser steps per arm and repeat (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="times every arm runs, interleaved (default 3)")

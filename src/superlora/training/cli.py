@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from superlora.errors import SuperloraError
+from superlora.verb import add_recipe_argument, add_verb
 
 EPILOG = """examples:
   superlora train configs/e2e-lora.yaml                       # baseline: LoRA in every block
@@ -23,23 +22,16 @@ tensorboard/ and summary.json. Data come from data.source, else $SUPERLORA_E2E_D
 
 def load_train_config(items: list[str], resume: bool = False):
     """TrainConfig from ``[CONFIG] [key=value ...]``; with resume and no CONFIG, the run's own config."""
-    from superlora.config import load_config, read_yaml
-    from superlora.training.config import TrainConfig, upgrade_legacy
+    from superlora.config import load_config, split_recipe
+    from superlora.training.config import TrainConfig
 
-    paths = [item for item in items if "=" not in item]
-    overrides = [item for item in items if "=" in item]
-    if len(paths) > 1:
-        raise SuperloraError(f"give at most one config file, got {', '.join(paths)} (overrides are key=value)")
+    path, overrides = split_recipe(items)
     if resume:
         overrides.append("resume=true")
-    path = paths[0] if paths else None
     if path is None and resume:
         run = Path(load_config(TrainConfig, None, overrides).output_dir)
         if (run / "config.yaml").is_file():
             path = str(run / "config.yaml")
-            if "speed" not in read_yaml(path):  # written before speed: existed; resume with what it ran
-                speed = upgrade_legacy(read_yaml(path))["speed"]
-                overrides = [f"speed.{key}={json.dumps(value)}" for key, value in speed.items()] + overrides
     return load_config(TrainConfig, path, overrides)
 
 
@@ -51,15 +43,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_verb(
+        subparsers,
         "train",
         help="LoRA fine-tuning on E2E: all blocks, super-weight blocks, or controls; resumable",
         description="Fine-tune a causal LM on E2E data-to-text with LoRA adapters in the chosen blocks. "
         "Settings come from a YAML recipe (see configs/) and key=value overrides (dotted for sections: "
         "lora.r=8, optim.max_steps=200). Checkpoints are written atomically; --resume continues from the last.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("items", nargs="*", metavar="CONFIG|key=value", help="a recipe YAML and/or overrides")
+    add_recipe_argument(parser)
     parser.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
     parser.set_defaults(func=run)

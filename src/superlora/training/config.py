@@ -109,27 +109,6 @@ class SpeedConfig:
             raise ValueError(f"speed.threads must be >= 1 (or null), got {self.threads}")
 
 
-# What a run folder written before the speed section existed was trained with (see upgrade_legacy).
-LEGACY_SPEED = {
-    "target_only_logits": False,
-    "group_by_length": False,
-    "attention": "model",
-    "threads": None,
-    "compile": False,
-}
-
-
-def upgrade_legacy(data: dict) -> dict:
-    """A stored config dict in today's form: ``optim.bf16`` folded into ``speed.bf16``, and a run folder
-    from before ``speed:`` existed given the speed settings it actually ran with (so it resumes as it was)."""
-    optim = dict(data.get("optim") or {})
-    bf16 = optim.pop("bf16", None)
-    speed = dict(data["speed"]) if isinstance(data.get("speed"), dict) else {**LEGACY_SPEED, "bf16": bool(bf16)}
-    if bf16 is not None:
-        speed["bf16"] = bf16
-    return {**data, "optim": optim, "speed": speed}
-
-
 @dataclass
 class TrainConfig:
     """One fine-tuning run. ``layers`` picks the blocks that get adapters:

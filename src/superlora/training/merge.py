@@ -11,6 +11,7 @@ from pathlib import Path
 
 from superlora.errors import SuperloraError
 from superlora.training import rundir
+from superlora.verb import add_verb
 
 
 def merge(run: str | Path, out: str | Path | None = None, model: str | None = None) -> Path:
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_verb(
+        subparsers,
         "merge",
         help="merge a run's LoRA adapter into its base model (a plain Hugging Face folder)",
         description="Fold RUN/adapter into the base model the run was trained on and save safetensors plus "
@@ -56,7 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="examples:\n  superlora merge runs/e2e-lora                  # -> runs/e2e-lora/merged\n"
         "  superlora merge runs/e2e-lora --out models/e2e-smollm2\n"
         "  superlora merge runs/e2e-lora --model ./my-copy-of-the-base",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("run", help="a run directory written by `superlora train`")
     parser.add_argument("--out", help="output folder (default: RUN/merged); must not exist yet")

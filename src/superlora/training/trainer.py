@@ -35,7 +35,7 @@ from superlora.config import to_dict
 from superlora.data.e2e import IGNORE_INDEX, load_split, tokenize_example
 from superlora.errors import SuperloraError
 from superlora.training import rundir
-from superlora.training.config import OptimConfig, TrainConfig, upgrade_legacy
+from superlora.training.config import OptimConfig, TrainConfig
 from superlora.training.layers import adapted_blocks, default_targets, select_blocks, target_module_names
 from superlora.training.speed import TargetOnlyLogitsMixin, speed_setup
 
@@ -272,7 +272,7 @@ def plan_run(cfg: TrainConfig) -> Plan:
     targets = cfg.lora.targets or default_targets(loaded.arch)
     cfg = dataclasses.replace(cfg, count=count, lora=dataclasses.replace(cfg.lora, targets=targets))
     if stored is not None:
-        changed = [k for k in config_changes(upgrade_legacy(stored[0]), to_dict(cfg)) if k not in RESUMABLE_CHANGES]
+        changed = [k for k in config_changes(stored[0], to_dict(cfg)) if k not in RESUMABLE_CHANGES]
         if changed:
             raise SuperloraError(
                 f"cannot resume {run}: the config differs from the run's config.yaml in {', '.join(changed)}"
