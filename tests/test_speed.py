@@ -200,19 +200,6 @@ def test_unsupported_logit_postprocessing_is_detected():
     assert "final_logit_softcapping" in target_only_unsupported(model)
 
 
-def test_old_bf16_key_and_old_run_folders(tmp_path):
-    """``optim.bf16`` still works (as speed.bf16); a run folder without ``speed:`` resumes with what it ran."""
-    from superlora.training.cli import load_train_config
-
-    cfg = load_config(TrainConfig, None, ["optim.bf16=false"])
-    assert cfg.speed.bf16 is False and cfg.optim.bf16 is None and cfg.speed.group_by_length is True
-    run = tmp_path / "old-run"
-    run.mkdir()
-    (run / "config.yaml").write_text(f"output_dir: {run}\noptim:\n  bf16: true\n")
-    cfg = load_train_config([f"output_dir={run}"], resume=True)
-    assert cfg.speed.bf16 is True and cfg.speed.group_by_length is False and cfg.speed.target_only_logits is False
-
-
 def test_bench_runs_end_to_end_and_writes_the_table(tiny_model_dir, tmp_path):
     """Every arm but compile (a minute to compile even a tiny model), 2 steps, 1 repeat: table and JSON."""
     data = write_e2e(tmp_path / "bench-e2e", rows=48)

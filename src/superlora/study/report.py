@@ -54,27 +54,85 @@ def _blocks(blocks: list[int] | None, total: int | None) -> str:
     return f"all {len(blocks)}" if total and len(blocks) == total else ", ".join(map(str, blocks))
 
 
-def markdown_table(rows: list[dict]) -> str:
+def _cells(r: dict, total: int | None) -> dict[str, str]:
+    """One arm's numbers as text, shared by the markdown and the terminal table."""
+    trained = bool(r["steps"])
+    cells = {
+        "arm": r["arm"],
+        "blocks": _blocks(r["blocks"], total),
+        "trainable params": f"{r['trainable_params']:,}",
+        "train time": f"{r['train_time_s'] / 60:.1f} min" if trained else "-",
+        "tokens/s": f"{r['tokens_per_s']:,.0f}" if trained else "-",
+        "peak RSS": f"{r['peak_rss_mb']:,.0f} MB" if trained else "-",
+        "final loss": f"{r['final_loss']:.3f}" if trained else "-",
+    }
+    cells |= {m: "-" if r[m] is None else f"{r[m]:.4f}" for m in METRICS}
+    cells["SER"] = f"{100 * r['SER']:.2f}%"
+    cells["decode"] = f"{r['decode_seconds'] / 60:.1f} min"
+    return cells
+
+
+def _table_cells(rows: list[dict]) -> list[dict[str, str]]:
     total = max((len(r["blocks"] or []) for r in rows), default=None)
-    head = (
-        "| arm | blocks | trainable params | train time | tokens/s | peak RSS | final loss | "
-        + " | ".join(METRICS)
-        + " | SER |"
-    )
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        cost = (
-            f"{r['train_time_s'] / 60:.1f} min | {r['tokens_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} MB | "
-            f"{r['final_loss']:.3f}"
-            if r["steps"]
-            else "- | - | - | -"
-        )
-        quality = " | ".join("-" if r[m] is None else f"{r[m]:.4f}" for m in METRICS)
-        lines.append(
-            f"| {r['arm']} | {_blocks(r['blocks'], total)} | {r['trainable_params']:,} | {cost} | {quality} | "
-            f"{100 * r['SER']:.2f}% |"
-        )
+    return [_cells(r, total) for r in rows]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    cells = _table_cells(rows)
+    if not cells:
+        return "(no finished arms)"
+    head = list(cells[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(c.values()) + " |" for c in cells]
     return "\n".join(lines)
+
+
+def text_table(rows: list[dict]) -> str:
+    """The short comparison for the terminal: where the adapters are, what they cost, what they score."""
+    keep = ("arm", "blocks", "trainable params", "train time", *METRICS, "SER")
+    cells = [{k: c[k] for k in keep} for c in _table_cells(rows)]
+    if not cells:
+        return "(no finished arms)"
+    width = {k: max(len(k), *(len(c[k]) for c in cells)) for k in keep}
+    line = "  ".join(k.ljust(width[k]) if k in ("arm", "blocks") else k.rjust(width[k]) for k in keep)
+    out = [line, "-" * len(line)]
+    for c in cells:
+        out.append("  ".join(c[k].ljust(width[k]) if k in ("arm", "blocks") else c[k].rjust(width[k]) for k in keep))
+    return "\n".join(out)
+
+
+def findings(rows: list[dict]) -> list[str]:
+    """Plain sentences read off the rows: the super-weight arm against all-layer LoRA and its controls."""
+    by_arm = {r["arm"]: r for r in rows}
+    said = []
+    best = max(rows, key=lambda r: r["BLEU"], default=None)
+    if best is not None:
+        said.append(f"Best BLEU: {best['arm']} with {best['BLEU']:.4f} (the goal set for the best arm: 0.70).")
+    base, trained = by_arm.get("base"), [r for r in rows if r["steps"]]
+    if base and trained:
+        top = max(trained, key=lambda r: r["BLEU"])
+        said.append(
+            f"Fine-tuning ({top['arm']}) against the base model: BLEU {base['BLEU']:.4f} -> {top['BLEU']:.4f}, "
+            f"SER {100 * base['SER']:.2f}% -> {100 * top['SER']:.2f}%."
+        )
+    sw, full = by_arm.get("superweights"), by_arm.get("all")
+    if sw and full and full["train_time_s"]:
+        said.append(
+            f"Super-weight blocks ({_blocks(sw['blocks'], None)}) against all {len(full['blocks'] or [])} blocks: "
+            f"BLEU {sw['BLEU']:.4f} vs {full['BLEU']:.4f}, SER {100 * sw['SER']:.2f}% vs {100 * full['SER']:.2f}%, "
+            f"{sw['trainable_params'] / max(full['trainable_params'], 1):.1%} of the trainable parameters, "
+            f"{sw['train_time_s'] / full['train_time_s']:.0%} of the training time."
+        )
+    same_size = [r for r in rows if r["arm"] in ("superweights", "random", "first", "last")]
+    if sw and len(same_size) > 1:
+        ranked = sorted(same_size, key=lambda r: r["BLEU"], reverse=True)
+        order = ", ".join(f"{r['arm']} ({_blocks(r['blocks'], None)}) {r['BLEU']:.4f}" for r in ranked)
+        place = ranked.index(sw) + 1
+        said.append(
+            f"Among the {len(ranked)} arms with the same number of adapted blocks, by BLEU: {order}; "
+            f"the super-weight blocks rank {place} of {len(ranked)}."
+        )
+    return said
 
 
 def plot_losses(cfg: StudyConfig, path: Path) -> Path:
@@ -118,8 +176,9 @@ def plot_quality_vs_time(rows: list[dict], path: Path) -> Path:
 def readme_section(cfg: StudyConfig, rows: list[dict], out: Path) -> str:
     t, e = cfg.train, cfg.eval
     budget = (
-        f"`{t.model}`, cleaned E2E train ({t.data.limit or 'all'} rows), {t.optim.max_steps} steps of batch "
-        f"{t.optim.batch_size}, seed {t.seed}, LoRA r={t.lora.r} alpha={t.lora.alpha:g} on "
+        f"`{t.model}`, {t.data.variant} E2E {t.data.split} ({t.data.limit or 'all'} rows), {t.optim.max_steps} "
+        f"steps of batch {t.optim.batch_size} (lr {t.optim.lr:g}), seed {t.seed}, LoRA r={t.lora.r} "
+        f"alpha={t.lora.alpha:g} on "
         f"{', '.join(t.lora.targets or ['query/value'])}; evaluated on {rows[0]['outputs'] if rows else '?'} "
         f"{e.variant} {e.split} MRs with beam {e.decode.num_beams}, length penalty {e.decode.length_penalty:g}, "
         f"no-repeat n-gram {e.decode.no_repeat_ngram_size}"
@@ -131,10 +190,19 @@ def readme_section(cfg: StudyConfig, rows: list[dict], out: Path) -> str:
             "",
             markdown_table(rows),
             "",
+            f"Whole study: {_study_minutes(rows):.0f} min of training and decoding on this 2-core CPU "
+            "(train time: the optimiser steps; decode: the test MRs; model loads and scoring not counted).",
+            "",
+            *[f"- {line}" for line in findings(rows)],
+            "",
             f"![loss curves]({out}/loss_curves.png) ![quality vs time]({out}/quality_vs_time.png)",
             END,
         ]
     )
+
+
+def _study_minutes(rows: list[dict]) -> float:
+    return sum(r["train_time_s"] + r["decode_seconds"] for r in rows) / 60
 
 
 def update_readme(readme: Path, section: str) -> bool:
@@ -159,5 +227,7 @@ def write_report(cfg: StudyConfig) -> dict:
         plot_quality_vs_time(rows, out / "quality_vs_time.png")
         if cfg.readme and Path(cfg.readme).is_file():
             update_readme(Path(cfg.readme), readme_section(cfg, rows, out))
-    print(markdown_table(rows))
+    print(text_table(rows))
+    for line in findings(rows):
+        print(line)
     return report

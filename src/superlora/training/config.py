@@ -7,7 +7,6 @@ with warmup, label smoothing 0.1.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -65,7 +64,6 @@ class OptimConfig:
     max_steps: int = -1
     epochs: float = 1.0
     max_grad_norm: float = 1.0
-    bf16: bool | None = None  # deprecated alias of speed.bf16, kept so older recipes and run folders still load
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -140,6 +138,3 @@ class TrainConfig:
             raise ValueError("layers: an explicit list must name at least one block")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
-        if self.optim.bf16 is not None:  # the old spelling wins, then is cleared: one source of truth
-            self.speed = dataclasses.replace(self.speed, bf16=self.optim.bf16)
-            self.optim = dataclasses.replace(self.optim, bf16=None)
