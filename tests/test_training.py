@@ -105,6 +105,18 @@ def test_loss_falls_and_run_dir_is_complete(family, tiny_model_dir, base_args, c
     assert summary["steps"] == 16 and summary["blocks"] == [0, 1, 2]
 
 
+def test_peak_rss_is_the_runs_own(tiny_model_dir, base_args):
+    """A study trains arm after arm in one process: a run's peak must not be an earlier job's (here 1.5 GB)."""
+    from superlora.memory import peak_rss_mb, rss_mb
+    from superlora.training.trainer import train
+
+    big = torch.ones(384 * 1024 * 1024)  # 1.5 GB, touched
+    assert peak_rss_mb() > rss_mb() - 1 >= big.numel() * 4 / 2**20
+    del big
+    summary = train(train_cfg(base_args(tiny_model_dir("llama"), **{"optim.max_steps": 2})))
+    assert 0 < summary["peak_rss_mb"] < rss_mb() + 1000  # the 1.5 GB peak came before the run
+
+
 # -----------------------------------------------------------------------------
 # Layer selection
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
-import gc
 import json
 import os
 import platform
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from superlora.errors import SuperloraError
+from superlora.memory import peak_rss_mb, release_memory, reset_peak_rss, rss_mb
 from superlora.verb import add_recipe_argument, add_verb
 
 if TYPE_CHECKING:
@@ -147,27 +146,6 @@ def step_clock() -> Any:
                 self.losses.append(float(logs["loss"]))
 
     return StepClock()
-
-
-def _status_kib(field_name: str) -> float:
-    match = re.search(rf"^{field_name}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
-    return float(match.group(1)) if match else float("nan")
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap back to the OS, so the next arm starts from a clean RSS."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0); False if not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def matmul_gflops(dtype: torch.dtype, threads: int, repeats: int = 5) -> float:
@@ -319,10 +297,10 @@ def run_arm(arm: Arm, ctx: Context) -> dict[str, Any]:
             trainer.remove_callback(callback)
         trainer.add_callback(clock)
         release_memory()
-        rss_start = _status_kib("VmRSS") / 1024
+        rss_start = rss_mb()
         clean_peak = reset_peak_rss()
         trainer.train()
-        peak = _status_kib("VmHWM") / 1024
+        peak = peak_rss_mb()
     del trainer, model, plan, loaded
     release_memory()
 
@@ -361,7 +339,7 @@ def _probe(arm: Arm, ctx: Context, queue: Any) -> None:
     """
     quiet()
     run_arm(arm, ctx)
-    queue.put(_status_kib("VmHWM") / 1024)
+    queue.put(peak_rss_mb())
 
 
 def probe_peak_rss(arm: Arm, ctx: Context) -> float:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.pytorch_utils import Conv1D
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from superlora import memory
 from superlora.config import to_dict
 from superlora.data.e2e import IGNORE_INDEX, load_split, tokenize_example
 from superlora.errors import SuperloraError
@@ -360,8 +360,8 @@ def training_arguments(cfg: TrainConfig, run: Path) -> TrainingArguments:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process (max over processes when distributed)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """Peak resident memory since the run started (max over processes when distributed)."""
+    rss = memory.peak_rss_mb()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         value = torch.tensor([rss], dtype=torch.float64)
         torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
@@ -372,6 +372,8 @@ def peak_rss_mb() -> float:
 def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> dict:
     """Run (or resume) one fine-tuning job; return the summary that is also written to summary.json."""
     t0 = time.perf_counter()
+    memory.release_memory()  # whatever ran before in this process (a study's decoding) is not this run's peak
+    memory.reset_peak_rss()
     plan = plan_run(cfg)
     cfg, run = plan.cfg, plan.run
     model = attach_lora(plan)
