@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,9 +27,11 @@ def _say(text: str) -> None:
 
 
 def train_arm(cfg: StudyConfig, arm: str) -> Path:
-    """Train one arm (or finish it after an interruption); return its run directory."""
-    from superlora.training.trainer import train
+    """Train one arm (or finish it after an interruption) in a fresh process; return its run directory.
 
+    A fresh process per arm, so that each arm's wall time and peak memory are its own: in one long-lived
+    process the heap an earlier arm (or a decode) grew stays resident and inflates the next arm's peak.
+    """
     run = Path(cfg.runs_dir) / arm
     if (run / "summary.json").is_file() and (run / "adapter").is_dir():
         _say(f"{arm}: already trained ({run})")
@@ -35,9 +39,15 @@ def train_arm(cfg: StudyConfig, arm: str) -> Path:
     resume = (run / "config.yaml").is_file()
     if run.exists() and not resume:  # killed before the run directory was complete
         shutil.rmtree(run)
-    train_cfg = dataclasses.replace(cfg.train, layers=arm, output_dir=str(run), resume=resume)
+    train_cfg = dataclasses.replace(cfg.train, layers=arm, output_dir=str(run), resume=False)
+    recipe = Path(cfg.runs_dir) / f"{arm}.yaml"
+    recipe.parent.mkdir(parents=True, exist_ok=True)
+    recipe.write_text(yaml.safe_dump(to_dict(train_cfg), sort_keys=False))
     _say(f"{arm}: {'resuming' if resume else 'training'} in {run}")
-    train(train_cfg)
+    command = [sys.executable, "-m", "superlora", "train", str(recipe), *(["--resume"] if resume else [])]
+    code = subprocess.run(command).returncode
+    if code != 0:
+        raise SuperloraError(f"training arm '{arm}' failed (exit code {code}); its output is above")
     return run
 
 
