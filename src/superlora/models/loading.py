@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -14,6 +15,9 @@ from torch import nn
 from superlora.errors import SuperloraError
 from superlora.models.aliases import ALIASES, cache_root, load_gguf, pull, save_cache
 from superlora.models.arch import ArchFacts, describe_architecture
+
+# peft 0.21 still reads transformers' old attribute name when it wraps a model; nothing a user can act on.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 OFFLINE_HINT = (

@@ -48,18 +48,18 @@ def collect(cfg: StudyConfig) -> list[dict]:
     return rows
 
 
-def _blocks(blocks: list[int] | None, total: int | None) -> str:
-    if blocks is None:
+def _blocks(row: dict) -> str:
+    if row["blocks"] is None:
         return "-"
-    return f"all {len(blocks)}" if total and len(blocks) == total else ", ".join(map(str, blocks))
+    return f"all {len(row['blocks'])}" if row["arm"] == "all" else ", ".join(map(str, row["blocks"]))
 
 
-def _cells(r: dict, total: int | None) -> dict[str, str]:
+def _cells(r: dict) -> dict[str, str]:
     """One arm's numbers as text, shared by the markdown and the terminal table."""
     trained = bool(r["steps"])
     cells = {
         "arm": r["arm"],
-        "blocks": _blocks(r["blocks"], total),
+        "blocks": _blocks(r),
         "trainable params": f"{r['trainable_params']:,}",
         "train time": f"{r['train_time_s'] / 60:.1f} min" if trained else "-",
         "tokens/s": f"{r['tokens_per_s']:,.0f}" if trained else "-",
@@ -72,13 +72,8 @@ def _cells(r: dict, total: int | None) -> dict[str, str]:
     return cells
 
 
-def _table_cells(rows: list[dict]) -> list[dict[str, str]]:
-    total = max((len(r["blocks"] or []) for r in rows), default=None)
-    return [_cells(r, total) for r in rows]
-
-
 def markdown_table(rows: list[dict]) -> str:
-    cells = _table_cells(rows)
+    cells = [_cells(r) for r in rows]
     if not cells:
         return "(no finished arms)"
     head = list(cells[0])
@@ -90,7 +85,7 @@ def markdown_table(rows: list[dict]) -> str:
 def text_table(rows: list[dict]) -> str:
     """The short comparison for the terminal: where the adapters are, what they cost, what they score."""
     keep = ("arm", "blocks", "trainable params", "train time", *METRICS, "SER")
-    cells = [{k: c[k] for k in keep} for c in _table_cells(rows)]
+    cells = [{k: c[k] for k in keep} for c in [_cells(r) for r in rows]]
     if not cells:
         return "(no finished arms)"
     width = {k: max(len(k), *(len(c[k]) for c in cells)) for k in keep}
@@ -107,7 +102,7 @@ def findings(rows: list[dict]) -> list[str]:
     said = []
     best = max(rows, key=lambda r: r["BLEU"], default=None)
     if best is not None:
-        said.append(f"Best BLEU: {best['arm']} with {best['BLEU']:.4f} (the goal set for the best arm: 0.70).")
+        said.append(f"Best BLEU: {best['arm']} with {best['BLEU']:.4f}.")
     base, trained = by_arm.get("base"), [r for r in rows if r["steps"]]
     if base and trained:
         top = max(trained, key=lambda r: r["BLEU"])
@@ -118,7 +113,7 @@ def findings(rows: list[dict]) -> list[str]:
     sw, full = by_arm.get("superweights"), by_arm.get("all")
     if sw and full and full["train_time_s"]:
         said.append(
-            f"Super-weight blocks ({_blocks(sw['blocks'], None)}) against all {len(full['blocks'] or [])} blocks: "
+            f"Super-weight blocks ({_blocks(sw)}) against all {len(full['blocks'] or [])} blocks: "
             f"BLEU {sw['BLEU']:.4f} vs {full['BLEU']:.4f}, SER {100 * sw['SER']:.2f}% vs {100 * full['SER']:.2f}%, "
             f"{sw['trainable_params'] / max(full['trainable_params'], 1):.1%} of the trainable parameters, "
             f"{sw['train_time_s'] / full['train_time_s']:.0%} of the training time."
@@ -126,7 +121,7 @@ def findings(rows: list[dict]) -> list[str]:
     same_size = [r for r in rows if r["arm"] in ("superweights", "random", "first", "last")]
     if sw and len(same_size) > 1:
         ranked = sorted(same_size, key=lambda r: r["BLEU"], reverse=True)
-        order = ", ".join(f"{r['arm']} ({_blocks(r['blocks'], None)}) {r['BLEU']:.4f}" for r in ranked)
+        order = ", ".join(f"{r['arm']} ({_blocks(r)}) {r['BLEU']:.4f}" for r in ranked)
         place = ranked.index(sw) + 1
         said.append(
             f"Among the {len(ranked)} arms with the same number of adapted blocks, by BLEU: {order}; "
