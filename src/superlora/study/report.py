@@ -85,15 +85,16 @@ def markdown_table(rows: list[dict]) -> str:
 def text_table(rows: list[dict]) -> str:
     """The short comparison for the terminal: where the adapters are, what they cost, what they score."""
     keep = ("arm", "blocks", "trainable params", "train time", *METRICS, "SER")
-    cells = [{k: c[k] for k in keep} for c in [_cells(r) for r in rows]]
+    cells = [_cells(r) for r in rows]
     if not cells:
         return "(no finished arms)"
     width = {k: max(len(k), *(len(c[k]) for c in cells)) for k in keep}
-    line = "  ".join(k.ljust(width[k]) if k in ("arm", "blocks") else k.rjust(width[k]) for k in keep)
-    out = [line, "-" * len(line)]
-    for c in cells:
-        out.append("  ".join(c[k].ljust(width[k]) if k in ("arm", "blocks") else c[k].rjust(width[k]) for k in keep))
-    return "\n".join(out)
+
+    def line(c: dict[str, str]) -> str:  # names left-aligned, numbers right-aligned
+        return "  ".join(c[k].ljust(width[k]) if k in ("arm", "blocks") else c[k].rjust(width[k]) for k in keep)
+
+    head = line({k: k for k in keep})
+    return "\n".join([head, "-" * len(head), *map(line, cells)])
 
 
 def findings(rows: list[dict]) -> list[str]:
