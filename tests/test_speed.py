@@ -221,13 +221,16 @@ def test_bench_runs_end_to_end_and_writes_the_table(tiny_model_dir, tmp_path):
     assert list(rows) == expected
     assert rows["ref"]["ratio_to_ref"] == 1.0
     for row in rows.values():
-        assert row["tokens_per_s"] > 0 and row["peak_rss_mb"] > 0 and 0 < row["mfu_bf16_peak"] < 1
+        assert row["tokens_per_s"] > 0 and row["peak_rss_mb"] > 0 and 0 < row["mfu_best_peak"] <= row["mfu_own_dtype_peak"]
     # same batches, same computation: superlora's path with switches off reproduces the reference's losses
     assert rows["off"]["max_loss_diff_vs_ref"] < 1e-5
     assert rows["target"]["max_loss_diff_vs_ref"] < 1e-5
     assert rows["group"]["max_loss_diff_vs_ref"] is None  # other batches: not compared
     assert rows["recipe"]["threads"] == 1 and (not two_cores or rows["threads"]["threads"] == 2)
-    assert rows["recipe"]["speed"]["bf16"] is True and result["peak_gflops"]["1"]["bf16"] > 0
+    assert rows["recipe"]["speed"]["bf16"] == "auto" and result["peak_gflops"]["1"]["bf16"] > 0
+    assert rows["bf16"]["bf16"] is True  # named in --arms: it runs even where bf16 does not pay
+    assert rows["recipe"]["bf16"] is result["auto"]["bf16"]["enabled"]
+    assert "bf16 " in result["auto"]["bf16"]["reason"] and "GFLOP/s" in result["auto"]["bf16"]["reason"]
     assert len(result["runs"]["recipe"][0]["step_s"]) == 2
 
     table = out.with_suffix(".txt").read_text()
@@ -235,7 +238,7 @@ def test_bench_runs_end_to_end_and_writes_the_table(tiny_model_dir, tmp_path):
     for row in rows.values():
         assert row["name"] in table
     assert "reference: plain Trainer, fp32" in table and " 1.00 " in table
-    assert "model FLOPs per step" in table and "matmul peak" in table
+    assert "model FLOPs per step" in table and "matmul peak" in table and "auto choices" in table
 
 
 def test_bench_peak_rss_from_fresh_processes(tiny_model_dir, tmp_path):

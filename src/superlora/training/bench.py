@@ -17,13 +17,11 @@ and medians over repeats are reported. Model FLOPs count what a frozen-base LoRA
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
 import platform
 import random
-import re
 import statistics
 import tempfile
 import time
@@ -53,8 +51,8 @@ FLOP_FORMULA = (
     "weights are not model work."
 )
 PEAK_SHAPE = (1024, 4096, 1024)
-SWITCHES = {"bf16": "bf16", "target_only_logits": "target-only", "group_by_length": "grouping", "attention": "eager"}
-ARM_KEYS = {"bf16": "bf16", "target_only_logits": "target", "group_by_length": "group", "attention": "eager"}
+SWITCHES = {"bf16": "bf16", "target_only_logits": "target-only", "group_by_length": "grouping", "attention": "attn"}
+ARM_KEYS = {"bf16": "bf16", "target_only_logits": "target", "group_by_length": "group", "attention": "attn"}
 RSS_METHODS = {
     "subprocess": "peak resident memory while training the arm's steps in a fresh process (model loaded, nothing else)",
     "inprocess": "peak resident memory during the arm's timed run (high-water mark reset per arm; includes what "
@@ -71,29 +69,33 @@ class Arm:
     speed: dict[str, Any] | None
 
 
-def standard_arms(cfg: TrainConfig, default_threads: int) -> list[Arm]:
-    """The reference, superlora with all switches off, each switch alone, and the recipe (plus variants)."""
+def standard_arms(recipe: dict[str, Any], decided: dict[str, Any], forced_bf16: bool) -> list[Arm]:
+    """The reference, superlora with all switches off, each switch alone, and the recipe (plus variants).
+
+    ``recipe`` is the recipe's speed section as written (``auto`` included: the recipe arm decides as a run
+    would), ``decided`` the same with every ``auto`` decided on this machine. ``forced_bf16``: include the arm that
+    forces bf16 (by default only where bf16 pays: on a CPU that emulates it, one such step takes minutes).
+    """
     off = {"bf16": False, "target_only_logits": False, "group_by_length": False, "attention": "model"}
     off |= {"threads": None, "compile": False}
-    recipe = dataclasses.asdict(cfg.speed)
-    arms = [
-        Arm("ref", "reference: plain Trainer, fp32", None),
-        Arm("off", "superlora, all switches off", off),
-        Arm("bf16", "+ bf16 only", off | {"bf16": True}),
+    arms = [Arm("ref", "reference: plain Trainer, fp32", None), Arm("off", "superlora, all switches off", off)]
+    if forced_bf16:
+        arms.append(Arm("bf16", "+ bf16 only", off | {"bf16": True}))
+    arms += [
         Arm("target", "+ target-only logits only", off | {"target_only_logits": True}),
         Arm("group", "+ group_by_length only", off | {"group_by_length": True}),
         Arm("eager", "+ eager attention only", off | {"attention": "eager"}),
         Arm("recipe", "superlora recipe (defaults)", recipe),
     ]
     for key, name in SWITCHES.items():  # leave one out: what each switch buys on top of the others
-        if recipe[key] != off[key]:
-            arms.append(Arm(f"no-{ARM_KEYS[key]}", f"recipe without {name}", recipe | {key: off[key]}))
-    threads = recipe["threads"] or default_threads
-    other = 1 if threads > 1 else 2
+        if decided[key] != off[key]:
+            label = f"recipe without {name}" if key != "attention" else f"recipe without {decided[key]} attention"
+            arms.append(Arm(f"no-{ARM_KEYS[key]}", label, decided | {key: off[key]}))
+    other = 1 if decided["threads"] > 1 else 2
     if other <= (os.cpu_count() or 1):
-        arms.append(Arm("threads", f"recipe, threads={other}", recipe | {"threads": other}))
-    if not recipe["compile"]:
-        arms.append(Arm("compile", "recipe + torch.compile", recipe | {"compile": True}))
+        arms.append(Arm("threads", f"recipe, threads={other}", decided | {"threads": other}))
+    if not decided["compile"]:
+        arms.append(Arm("compile", "recipe + torch.compile", decided | {"compile": True}))
     return arms
 
 
@@ -148,22 +150,12 @@ def step_clock() -> Any:
     return StepClock()
 
 
-def matmul_gflops(dtype: torch.dtype, threads: int, repeats: int = 5) -> float:
-    """Median GFLOP/s of a PEAK_SHAPE matmul in ``dtype`` on ``threads`` threads."""
-    import torch
+def matmul_gflops(dtype: torch.dtype, threads: int, budget_s: float = 1.0) -> float:
+    """GFLOP/s of PEAK_SHAPE matmuls in ``dtype`` on ``threads`` threads, timed for about ``budget_s`` (an
+    emulated dtype is timed on fewer rows instead of stalling the bench: ~17 s a call at full size)."""
+    from superlora.machine import matmul_rate
 
-    torch.set_num_threads(threads)
-    m, k, n = PEAK_SHAPE
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(3):
-            a @ b
-        times.append((time.perf_counter() - t0) / 3)
-    return 2 * m * k * n / statistics.median(times) / 1e9
+    return matmul_rate(dtype, [PEAK_SHAPE], threads, budget_s).gflops
 
 
 @dataclass
@@ -229,6 +221,7 @@ class Context:
     default_threads: int
     steps: int
     warmup: int
+    rows: int  # tokens per batch, for the bf16 probe's shapes
     flops: FlopModel | None = None
 
 
@@ -261,7 +254,14 @@ def run_arm(arm: Arm, ctx: Context) -> dict[str, Any]:
     from superlora.models import load_model
     from superlora.training.config import SpeedConfig
     from superlora.training.speed import speed_setup
-    from superlora.training.trainer import AtomicCheckpointTrainer, PadCollator, Plan, attach_lora, training_arguments
+    from superlora.training.trainer import (
+        AtomicCheckpointTrainer,
+        PadCollator,
+        Plan,
+        attach_lora,
+        resolve_device,
+        training_arguments,
+    )
 
     cfg, max_steps = ctx.cfg, ctx.warmup + ctx.steps
     release_memory()
@@ -279,11 +279,10 @@ def run_arm(arm: Arm, ctx: Context) -> dict[str, Any]:
             trainer = Trainer(model=model, args=args, train_dataset=ctx.dataset, data_collator=collator)
             target_only, threads, bf16, notes = False, torch.get_num_threads(), False, []
         else:
-            speed = SpeedConfig(**arm.speed)
-            fast = speed_setup(model, loaded, speed)
+            fast = speed_setup(model, loaded, SpeedConfig(**arm.speed), ctx.rows, resolve_device(cfg.device))
             arm_cfg = dataclasses.replace(
                 cfg,
-                speed=speed,
+                speed=fast.speed,
                 optim=dataclasses.replace(cfg.optim, max_steps=max_steps),
                 checkpoint=dataclasses.replace(cfg.checkpoint, every=10**9),
                 log_every=1,
@@ -292,7 +291,7 @@ def run_arm(arm: Arm, ctx: Context) -> dict[str, Any]:
             args.disable_tqdm = True
             trainer = AtomicCheckpointTrainer(model=model, args=args, train_dataset=ctx.dataset, data_collator=collator)
             trainer.target_only_logits = fast.target_only
-            target_only, threads, bf16, notes = fast.target_only, fast.threads, speed.bf16, fast.notes
+            target_only, threads, bf16, notes = fast.target_only, fast.threads, fast.speed.bf16, fast.notes
         for callback in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(callback)
         trainer.add_callback(clock)
@@ -411,15 +410,19 @@ def padding_share(lengths: list[int], batch_size: int, grouped: bool, seed: int)
 def machine() -> dict[str, Any]:
     import torch
 
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpus": torch.get_num_threads()}
-    with contextlib.suppress(OSError):
-        text = Path("/proc/cpuinfo").read_text()
-        name = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-        flags = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
-        info["cpu"] = name.group(1).strip() if name else "?"
-        wanted = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-        info["cpu_flags"] = [f for f in wanted if flags and f in flags.group(1).split()]
-    return info
+    from superlora.machine import cpu_info
+
+    cpu = cpu_info()
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": torch.get_num_threads(),
+        "cpu": cpu.model,
+        "cpu_flags": list(cpu.flags),
+        "torch_cpu_capability": cpu.capability,
+        "isa_limits": list(cpu.isa_limits),
+        "label": cpu.label(),
+    }
 
 
 def median(values: list[float]) -> float:
@@ -433,10 +436,10 @@ def summarise(arms: list[Arm], runs: dict[str, list[dict]], peaks: list[dict[str
     for arm in arms:
         arm_runs = runs[arm.key]
         ratios = [r["tokens_per_s"] / ref["tokens_per_s"] for r, ref in zip(arm_runs, ref_runs, strict=True)]
-        mfu_bf16, mfu_own = [], []
+        mfu_best, mfu_own = [], []
         for run, peak in zip(arm_runs, peaks, strict=True):
             p = peak[str(run["threads"])]
-            mfu_bf16.append(run["model_flops_per_s"] / (p["bf16"] * 1e9))
+            mfu_best.append(run["model_flops_per_s"] / (max(p["bf16"], p["fp32"]) * 1e9))
             mfu_own.append(run["model_flops_per_s"] / (p["bf16" if run["bf16"] else "fp32"] * 1e9))
         same_batches = arm.speed is None or not arm.speed["group_by_length"]
         deltas = [
@@ -449,13 +452,14 @@ def summarise(arms: list[Arm], runs: dict[str, list[dict]], peaks: list[dict[str
                 "name": arm.name,
                 "speed": arm.speed,
                 "threads": arm_runs[0]["threads"],
+                "bf16": arm_runs[0]["bf16"],
                 "tokens_per_s": median([r["tokens_per_s"] for r in arm_runs]),
                 "ratio_to_ref": median(ratios),
                 "median_step_s": median([d for r in arm_runs for d in r["step_s"]]),
                 "padding": 1 - sum(r["tokens"] for r in arm_runs) / sum(r["padded_tokens"] for r in arm_runs),
                 "peak_rss_mb": median([r["peak_rss_mb"] for r in arm_runs]),
                 "model_gflops_per_s": median([r["model_flops_per_s"] for r in arm_runs]) / 1e9,
-                "mfu_bf16_peak": median(mfu_bf16),
+                "mfu_best_peak": median(mfu_best),
                 "mfu_own_dtype_peak": median(mfu_own),
                 "warmup_s": median([r["warmup_s"] for r in arm_runs]),
                 "max_loss_diff_vs_ref": median(deltas) if same_batches else None,
@@ -473,17 +477,23 @@ def format_table(result: dict[str, Any]) -> str:
         f"{s['adapted_blocks']} of {s['num_blocks']} blocks, batch {s['batch_size']}, max_length {s['max_length']}; "
         f"{s['repeats']} repeats x {s['steps']} timed steps (+{s['warmup']} warm-up) per arm, arms interleaved in one "
         f"process; E2E training examples drawn at random: a pool of {s['examples']}",
-        f"machine: {result['machine'].get('cpu', '?')} [{' '.join(result['machine'].get('cpu_flags', []))}], "
-        f"torch {result['machine']['torch']}",
+        f"machine: {result['machine']['label']}, torch {result['machine']['torch']}",
     ]
     for threads, peak in sorted(result["peak_gflops"].items()):
         lines.append(
             f"matmul peak {'x'.join(map(str, PEAK_SHAPE))}, {threads} thread(s), median: "
-            f"fp32 {peak['fp32']:,.0f} GFLOP/s, bf16 {peak['bf16']:,.0f} GFLOP/s"
+            f"fp32 {peak['fp32']:,.1f} GFLOP/s, bf16 {peak['bf16']:,.1f} GFLOP/s"
         )
+    auto = result["auto"]
+    lines.append(
+        f"the recipe's auto choices here: {auto['bf16']['reason']}; threads {auto['threads']['threads']} "
+        f"({auto['threads']['reason']}); attention {auto['attention']['attention']}"
+    )
+    if not auto["bf16_pays"] and "bf16" not in {row["key"] for row in result["arms"]}:
+        lines.append("the arm that forces bf16 is left out: bf16 does not pay here (--arms bf16 runs it)")
     head = (
         f"{'arm':34s} {'tokens/s':>9s} {'x ref':>6s} {'step s':>7s} {'pad':>5s} {'RSS MB':>7s} "
-        f"{'GFLOP/s':>8s} {'MFU bf16':>8s} {'MFU own':>8s} {'|dloss|':>8s}"
+        f"{'GFLOP/s':>8s} {'dtype':>5s} {'MFU':>6s} {'MFU max':>7s} {'|dloss|':>8s}"
     )
     lines += ["", head, "-" * len(head)]
     for row in result["arms"]:
@@ -491,8 +501,9 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(
             f"{row['name'][:34]:34s} {row['tokens_per_s']:9,.0f} {row['ratio_to_ref']:6.2f} "
             f"{row['median_step_s']:7.3f} {100 * row['padding']:4.0f}% {row['peak_rss_mb']:7,.0f} "
-            f"{row['model_gflops_per_s']:8,.1f} {100 * row['mfu_bf16_peak']:7.1f}% "
-            f"{100 * row['mfu_own_dtype_peak']:7.1f}% {'-' if dloss is None else f'{dloss:.4f}':>8s}"
+            f"{row['model_gflops_per_s']:8,.1f} {'bf16' if row['bf16'] else 'fp32':>5s} "
+            f"{100 * row['mfu_own_dtype_peak']:5.1f}% {100 * row['mfu_best_peak']:6.1f}% "
+            f"{'-' if dloss is None else f'{dloss:.4f}':>8s}"
         )
     pad = result["padding_full_epoch"]
     lines += [
@@ -500,8 +511,8 @@ def format_table(result: dict[str, Any]) -> str:
         "tokens/s: non-padding tokens over the timed steps (wall clock, step end to step end); x ref: within each "
         "repeat, then median; step s: median; pad: padding share of the timed batches; RSS: "
         + RSS_METHODS[s["rss_method"]]
-        + "; MFU: model FLOP/s / matmul peak (bf16 "
-        "peak, and the peak of the arm's own dtype); |dloss|: largest per-step loss difference from the reference "
+        + "; MFU: model FLOP/s / the matmul peak of the arm's dtype; MFU max: / the faster dtype's peak; "
+        "|dloss|: largest per-step loss difference from the reference "
         "on the same batches ('-': other batches, grouped by length).",
         f"padding over one epoch of {pad['examples']} training examples, batch {s['batch_size']}: random batches "
         f"{100 * pad['random']:.0f}%, length-grouped {100 * pad['grouped']:.0f}%. In the bench, grouped arms take "
@@ -509,6 +520,28 @@ def format_table(result: dict[str, Any]) -> str:
         FLOP_FORMULA,
     ]
     return "\n".join(lines)
+
+
+def decide_auto(cfg: TrainConfig, loaded: LoadedModel, rows: int) -> dict[str, Any]:
+    """The recipe's ``auto`` switches decided as a run would decide them here, and whether bf16 pays at all."""
+    from superlora.machine import bf16_pays, choose_bf16, choose_threads, model_shapes
+    from superlora.training.speed import resolve_attention
+    from superlora.training.trainer import resolve_device
+
+    device = resolve_device(cfg.device)
+    threads = choose_threads(cfg.speed.threads)
+    shapes = model_shapes(loaded.model, loaded.arch.blocks_path, rows)
+    probe = choose_bf16("auto", shapes, threads.threads, device)
+    recipe = probe if cfg.speed.bf16 == "auto" else choose_bf16(cfg.speed.bf16, shapes, threads.threads, device)
+    attention, why = resolve_attention(cfg.speed.attention, recipe.enabled, device)
+    pays = probe.enabled if probe.fp32_gflops is None else bf16_pays(probe.fp32_gflops, probe.bf16_gflops)
+    return {
+        "bf16": recipe.to_dict(),
+        "bf16_probe": probe.to_dict(),
+        "bf16_pays": pays,
+        "threads": {"threads": threads.threads, "reason": threads.reason},
+        "attention": {"attention": attention, "reason": why},
+    }
 
 
 def bench(
@@ -531,7 +564,24 @@ def bench(
     from superlora.training.trainer import TokenizedRows
 
     default_threads = torch.get_num_threads()
-    arms = standard_arms(cfg, default_threads)
+    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    per_step = cfg.optim.batch_size * cfg.optim.grad_accum
+    # 4x the examples the steps use: HF's sampler then sorts exactly the first (warmup + steps) batches' worth
+    # (one mega-batch) by length, so grouped arms train on a random sample of lengths, as in a full run.
+    rows, epoch_lengths = bench_examples(cfg, loaded.tokenizer, 4 * (warmup + steps) * per_step, pool=3200)
+    if len(rows) < (warmup + steps) * per_step:
+        raise SuperloraError(f"the bench needs {(warmup + steps) * per_step} examples; the data has {len(rows)}")
+    batch_rows = cfg.optim.batch_size * int(statistics.median(epoch_lengths))
+    auto = decide_auto(cfg, loaded, batch_rows)
+    print(f"bench: {auto['bf16']['reason']}; threads {auto['threads']['threads']} ({auto['threads']['reason']})")
+    recipe = dataclasses.asdict(cfg.speed)
+    decided = recipe | {
+        "bf16": auto["bf16"]["enabled"],
+        "threads": auto["threads"]["threads"],
+        "attention": auto["attention"]["attention"],
+    }
+    arms = standard_arms(recipe, decided, forced_bf16=auto["bf16_pays"] or "bf16" in (keys or []))
+    torch.set_num_threads(default_threads)
     if keys:
         unknown = sorted(set(keys) - {a.key for a in arms})
         if unknown:
@@ -540,18 +590,12 @@ def bench(
     loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     blocks, _ = select_blocks(cfg, loaded)
     targets = target_module_names(loaded.model, loaded.arch, blocks, cfg.lora.targets or default_targets(loaded.arch))
-    per_step = cfg.optim.batch_size * cfg.optim.grad_accum
-    # 4x the examples the steps use: HF's sampler then sorts exactly the first (warmup + steps) batches' worth
-    # (one mega-batch) by length, so grouped arms train on a random sample of lengths, as in a full run.
-    rows, epoch_lengths = bench_examples(cfg, loaded.tokenizer, 4 * (warmup + steps) * per_step, pool=3200)
-    if len(rows) < (warmup + steps) * per_step:
-        raise SuperloraError(f"the bench needs {(warmup + steps) * per_step} examples; the data has {len(rows)}")
     padding = {
         "examples": len(epoch_lengths),
         "random": padding_share(epoch_lengths, per_step, grouped=False, seed=cfg.seed),
         "grouped": padding_share(epoch_lengths, per_step, grouped=True, seed=cfg.seed),
     }
-    ctx = Context(cfg, TokenizedRows(rows), blocks, targets, default_threads, steps, warmup)
+    ctx = Context(cfg, TokenizedRows(rows), blocks, targets, default_threads, steps, warmup, batch_rows)
     setup = {
         "model": cfg.model,
         "num_blocks": loaded.arch.num_blocks,
@@ -569,7 +613,8 @@ def bench(
         "rss_method": rss,
     }
     del loaded
-    thread_counts = sorted({default_threads} | {a.speed["threads"] for a in arms if a.speed and a.speed["threads"]})
+    arm_threads = {decided["threads"] if a.speed["threads"] == "auto" else a.speed["threads"] for a in arms if a.speed}
+    thread_counts = sorted({default_threads} | {t for t in arm_threads if t})
     runs: dict[str, list[dict]] = {a.key: [] for a in arms}
     peaks: list[dict[str, Any]] = []
     for repeat in range(repeats):
@@ -602,6 +647,7 @@ def bench(
         "machine": machine(),
         "flop_formula": FLOP_FORMULA,
         "flop_model": dataclasses.asdict(ctx.flops) if ctx.flops else None,
+        "auto": auto,
         "peak_gflops": peak_gflops,
         "peak_gflops_per_repeat": peaks,
         "padding_full_epoch": padding,
@@ -619,9 +665,11 @@ EPILOG = """examples:
   superlora bench configs/e2e-lora.yaml --arms recipe,bf16 --steps 5 --repeats 1  # the reference always runs
 
 Arms: ref (plain transformers Trainer + peft, fp32, dynamic padding, full logits), off (superlora, all speed
-switches off), bf16, target, group, eager (each switch alone), recipe (the CONFIG's speed: section),
-no-bf16, no-target, no-group, no-eager (the recipe without one switch), threads (the recipe with the other
-thread count), compile (the recipe + torch.compile).
+switches off), bf16, target, group, eager (each switch alone), recipe (the CONFIG's speed: section, its auto
+switches decided here as a run decides them), no-bf16, no-target, no-group, no-attn (the recipe without one
+switch that is on), threads (the recipe with the other thread count), compile (the recipe + torch.compile).
+bf16 runs only where a short probe measures bf16 matmuls faster than fp32 ones, or when --arms names it
+(on an AVX2-only CPU bf16 is emulated: minutes a step).
 Other jobs on the machine slow every arm (repeats and within-repeat ratios limit the damage); when the cores
 are shared, OMP_NUM_THREADS=1 keeps the arms on one thread each (the threads arm then tries 2)."""
 

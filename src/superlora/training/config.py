@@ -92,19 +92,25 @@ class CheckpointConfig:
 class SpeedConfig:
     """How fast the same training runs; none of these changes what is learnt beyond noise.
 
-    ``superlora bench`` measures each one against a plain transformers Trainer (README, "Speed").
+    ``auto`` is decided on the machine that runs (``superlora.machine``): measured, logged and kept in run.json.
+    ``superlora bench`` measures each switch against a plain transformers Trainer (README, "Speed").
     """
 
-    bf16: bool = True  # bf16 autocast, frozen block weights kept in bf16; LoRA weights, optimiser and loss stay fp32
+    # bf16 autocast with frozen block weights kept in bf16 (LoRA weights, optimiser, loss fp32); auto: when its
+    # matmuls measure faster than fp32's on this machine (AMX: ~6x; an AVX2-only CPU emulates bf16 ~170x slower)
+    bf16: bool | Literal["auto"] = "auto"
     target_only_logits: bool = True  # LM head and loss only where a label is set, not at every position
     group_by_length: bool = True  # batches of similar length (less padding); the same examples each epoch
-    attention: Literal["eager", "sdpa", "model"] = "eager"  # eager: CPU backward far faster than SDPA's at E2E lengths
-    threads: int | None = None  # torch threads per process; None: torch's default (OMP_NUM_THREADS, else all cores)
+    # attention kernel; auto: eager under bf16 (SDPA's CPU bf16 backward is several times slower), else sdpa
+    attention: Literal["auto", "eager", "sdpa", "model"] = "auto"
+    # torch threads per process; auto: the cores this process may use that no other job keeps busy, shared by
+    # the processes of a torchrun job (OMP_NUM_THREADS wins when set); None: torch's default
+    threads: int | Literal["auto"] | None = "auto"
     compile: bool = False  # torch.compile each block (regional); pays only on long runs, see README
 
     def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"speed.threads must be >= 1 (or null), got {self.threads}")
+        if isinstance(self.threads, int) and self.threads < 1:
+            raise ValueError(f"speed.threads must be >= 1 (or auto, or null), got {self.threads}")
 
 
 @dataclass
@@ -118,6 +124,7 @@ class TrainConfig:
 
     model: str = "smollm2-135m"
     trust_remote_code: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when a GPU is visible, else the CPU
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     layers: LayerStrategy | list[int] = "all"

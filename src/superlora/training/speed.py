@@ -9,9 +9,11 @@
   plus a 49k-wide log-softmax at every position is a large share of the step. Same loss, label smoothing and
   normaliser as the Trainer's, hence the same gradients.
 - ``group_by_length``: the Trainer's LengthGroupedSampler; less padding, the same examples each epoch.
-- ``attention``: eager attention; on CPU its bf16 backward is several times faster than SDPA's at E2E lengths.
+- ``attention``: eager or SDPA; on CPU eager's bf16 backward is several times faster than SDPA's at E2E lengths.
 - ``threads``, ``compile``: thread count; regional ``torch.compile`` of each block (off by default: about a
   minute of compiling on a cold cache for ~10% faster steps pays back only on long runs).
+- ``bf16``, ``threads`` and ``attention`` may be ``auto``: decided on the machine that runs (``superlora.machine``
+  measures; ``speed_setup`` decides and says why).
 
 Always on in superlora's path (not a switch): no KV cache while training (transformers builds one by default,
 which copies every key and value and keeps them alive). Autograd already skips the backward below the lowest
@@ -21,6 +23,7 @@ block with adapters, since nothing makes the inputs require grad (no gradient ch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -176,18 +179,47 @@ def frozen_weights_to_bf16(blocks: nn.Module) -> int:
 
 @dataclass
 class SpeedSetup:
-    """What ``speed_setup`` did: threads in effect, whether the Trainer should use target-only logits, notes."""
+    """What ``speed_setup`` did: the switches with every ``auto`` decided, what the Trainer should do, and why.
 
+    ``choices`` is what run.json records: each automatic decision with its reason and measurements.
+    """
+
+    speed: SpeedConfig
     threads: int
     target_only: bool
     notes: list[str]
+    choices: dict[str, Any]
 
 
-def speed_setup(model: nn.Module, loaded: LoadedModel, speed: SpeedConfig) -> SpeedSetup:
-    """Apply every switch that acts on the process or the model; the Trainer-side ones are returned or are
-    TrainingArguments (``bf16``, ``train_sampling_strategy``)."""
-    threads = set_threads(speed.threads)
-    notes = apply_speed(model, loaded, speed)
+def resolve_attention(setting: str, bf16: bool, device: str) -> tuple[str, str]:
+    """``speed.attention``: (kernel, reason). auto: eager for bf16 on a CPU, whose SDPA bf16 backward is several
+    times slower at E2E lengths; SDPA otherwise (fused on GPUs, and no slower in fp32 on CPUs)."""
+    if setting != "auto":
+        return setting, "set in the recipe"
+    if device == "cpu" and bf16:
+        return "eager", "auto: bf16 on a CPU"
+    return "sdpa", f"auto: {'fp32' if not bf16 else 'bf16'} on {device.upper() if device == 'cuda' else 'a CPU'}"
+
+
+def speed_setup(
+    model: nn.Module, loaded: LoadedModel, speed: SpeedConfig, rows: int = 512, device: str = "cpu"
+) -> SpeedSetup:
+    """Decide every ``auto`` switch for this machine, then apply the switches that act on the process or the
+    model. ``rows`` (tokens per batch) sizes the bf16 probe's matmuls like the training step's.
+
+    The Trainer-side switches are returned (``target_only``) or are TrainingArguments (``speed.bf16``,
+    ``group_by_length``): build those from the returned ``speed``, not the recipe's.
+    """
+    from superlora.machine import choose_bf16, choose_threads, model_shapes
+
+    thread_choice = choose_threads(speed.threads)
+    threads = set_threads(thread_choice.threads)
+    shapes = model_shapes(loaded.model, loaded.arch.blocks_path, rows)
+    bf16 = choose_bf16(speed.bf16, shapes, threads, device)
+    attention, attention_why = resolve_attention(speed.attention, bf16.enabled, device)
+    resolved = dataclasses.replace(speed, bf16=bf16.enabled, threads=threads, attention=attention)
+    notes = [bf16.reason, f"threads {threads} ({thread_choice.reason})", f"attention: {attention} ({attention_why})"]
+    notes += apply_speed(model, loaded, resolved)
     target_only = speed.target_only_logits
     if target_only and (why := target_only_unsupported(model)):
         notes.append(f"target-only logits off: {why}")
@@ -196,18 +228,25 @@ def speed_setup(model: nn.Module, loaded: LoadedModel, speed: SpeedConfig) -> Sp
         notes.append("logits and loss at target positions only")
     if speed.group_by_length:
         notes.append("length-grouped batches")
-    return SpeedSetup(threads, target_only, notes)
+    choices = {
+        "device": device,
+        "bf16": bf16.to_dict(),
+        "threads": {"threads": threads, "reason": thread_choice.reason},
+        "attention": {"attention": attention, "reason": attention_why},
+    }
+    return SpeedSetup(resolved, threads, target_only, notes, choices)
 
 
 def set_threads(threads: int | None) -> int:
-    """Apply ``speed.threads`` (None: keep torch's default); returns the count in effect."""
+    """Apply a thread count (None: keep torch's default); returns the count in effect."""
     if threads is not None:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
 
 
 def apply_speed(model: nn.Module, loaded: LoadedModel, speed: SpeedConfig) -> list[str]:
-    """Apply the model-side switches to a peft-wrapped model; returns one line per switch that took effect.
+    """Apply the model-side switches (every ``auto`` already decided) to a peft-wrapped model; returns one line
+    per switch that took effect.
 
     For training only: with ``bf16`` the block weights stay bf16 afterwards (outside autocast they would not
     run); evaluate by loading the saved adapter onto a freshly loaded base model.
@@ -217,9 +256,8 @@ def apply_speed(model: nn.Module, loaded: LoadedModel, speed: SpeedConfig) -> li
     base.config.use_cache = False  # a KV cache is for generation; in training it only copies keys and values
     if speed.attention != "model":
         base.set_attn_implementation(speed.attention)
-        notes.append(f"attention: {speed.attention}")
     blocks = loaded.model.get_submodule(loaded.arch.blocks_path)
-    if speed.bf16:
+    if speed.bf16 is True:
         cast = frozen_weights_to_bf16(blocks)
         notes.append(f"bf16 autocast; {cast / 1e6:.1f}M frozen block weights stored in bf16")
     if speed.compile:

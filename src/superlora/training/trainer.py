@@ -247,6 +247,7 @@ def plan_run(cfg: TrainConfig) -> Plan:
         raise SuperloraError(f"data.source: E2E data folder not found: {cfg.data.source}")
     if cfg.superweights is not None and not Path(cfg.superweights).is_file():
         raise SuperloraError(f"superweights: file not found: {cfg.superweights}")
+    resolve_device(cfg.device)
 
     loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     positions = getattr(loaded.model.config, "max_position_embeddings", None) or getattr(
@@ -330,9 +331,21 @@ def optim_arguments(o: OptimConfig) -> dict[str, Any]:
     }
 
 
+def resolve_device(setting: str) -> str:
+    """``device``: auto is CUDA when a GPU is visible, else the CPU; asking for CUDA without one is an error."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise SuperloraError("device=cuda, but torch sees no CUDA GPU (use device=auto or device=cpu)")
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
 def training_arguments(cfg: TrainConfig, run: Path) -> TrainingArguments:
+    """The Trainer's arguments for ``cfg``, whose ``speed`` must be decided already (``speed_setup``)."""
+    if not isinstance(cfg.speed.bf16, bool):
+        raise ValueError("training_arguments needs speed.bf16 decided (speed_setup), not 'auto'")
     o, world_size = cfg.optim, int(os.environ.get("WORLD_SIZE", "1"))
-    cpu = not torch.cuda.is_available()
+    cpu = resolve_device(cfg.device) == "cpu"
     extra: dict[str, Any] = {}
     if world_size > 1:  # without a launcher, asking for a backend fails: no process group
         extra = {"ddp_backend": "gloo" if cpu else "nccl", "ddp_find_unused_parameters": False}
@@ -359,6 +372,12 @@ def training_arguments(cfg: TrainConfig, run: Path) -> TrainingArguments:
     )
 
 
+def batch_rows(plan: Plan) -> int:
+    """Tokens in a typical batch (batch size x median example length): the rows of the step's matmuls."""
+    lengths = sorted(len(row["input_ids"]) for row in plan.dataset.rows[:2000])
+    return plan.cfg.optim.batch_size * lengths[len(lengths) // 2]
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory since the run started (max over processes when distributed)."""
     rss = memory.peak_rss_mb()
@@ -377,8 +396,8 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> d
     plan = plan_run(cfg)
     cfg, run = plan.cfg, plan.run
     model = attach_lora(plan)
-    fast = speed_setup(model, plan.loaded, cfg.speed)
-    args = training_arguments(cfg, run)
+    fast = speed_setup(model, plan.loaded, cfg.speed, batch_rows(plan), resolve_device(cfg.device))
+    args = training_arguments(dataclasses.replace(cfg, speed=fast.speed), run)
     _ = args.device  # sets up the process group under torchrun (a rendezvous: all ranks validated)
     world_size = args.world_size
 
@@ -391,6 +410,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> d
                 "blocks": plan.blocks,
                 "target_modules": plan.targets,
                 "num_blocks": plan.loaded.arch.num_blocks,
+                "speed": fast.choices,
             }
             rundir.create_run_dir(run, to_dict(dataclasses.replace(cfg, resume=False)), meta)
         else:
@@ -401,8 +421,9 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> d
         torch.distributed.barrier()
 
     say(f"run: {run}  model: {cfg.model}  blocks: {plan.blocks} of {plan.loaded.arch.num_blocks}")
-    say(f"data: {len(plan.dataset)} examples  processes: {world_size}  threads/process: {fast.threads}")
-    say(f"speed: {'; '.join(fast.notes) or 'all switches off'}")
+    say(f"{fast.notes[0]}; threads/process: {fast.notes[1]}")
+    say(f"data: {len(plan.dataset)} examples  processes: {world_size}  device: {fast.choices['device']}")
+    say(f"speed: {'; '.join(fast.notes[2:]) or 'all switches off'}")
     if plan.resume_from is not None:
         say(f"resuming from {plan.resume_from}")
     trainable, total = print_trainable(model)
