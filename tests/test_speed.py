@@ -21,6 +21,7 @@ OFF = {
     "speed.target_only_logits": "false",
     "speed.group_by_length": "false",
     "speed.attention": "model",
+    "speed.fast_dropout": "false",
 }
 
 
@@ -221,7 +222,9 @@ def test_bench_runs_end_to_end_and_writes_the_table(tiny_model_dir, tmp_path):
     assert list(rows) == expected
     assert rows["ref"]["ratio_to_ref"] == 1.0
     for row in rows.values():
-        assert row["tokens_per_s"] > 0 and row["peak_rss_mb"] > 0 and 0 < row["mfu_best_peak"] <= row["mfu_own_dtype_peak"]
+        assert (
+            row["tokens_per_s"] > 0 and row["peak_rss_mb"] > 0 and 0 < row["mfu_best_peak"] <= row["mfu_own_dtype_peak"]
+        )
     # same batches, same computation: superlora's path with switches off reproduces the reference's losses
     assert rows["off"]["max_loss_diff_vs_ref"] < 1e-5
     assert rows["target"]["max_loss_diff_vs_ref"] < 1e-5
@@ -256,3 +259,144 @@ def test_bench_peak_rss_from_fresh_processes(tiny_model_dir, tmp_path):
     assert list(peaks) == ["ref", "recipe"]
     assert all(100 < peak < here - 800 for peak in peaks.values()), (peaks, here)
     assert "in a fresh process" in bench.format_table(result)
+
+
+# -----------------------------------------------------------------------------
+# auto choices in a real run
+
+AUTO = {"speed.bf16": "auto", "speed.threads": "auto", "speed.attention": "auto"}
+
+
+@pytest.mark.parametrize(
+    ("cpu", "fp32", "bf16"), [("AVX2 only, bf16 emulated", 85.0, 0.5), ("AVX512-BF16 + AMX", 156.0, 995.0)]
+)
+def test_a_run_says_and_records_its_auto_choices(
+    cpu, fp32, bf16, tiny_model_dir, data_dir, tmp_path, monkeypatch, capsys
+):
+    """With each CPU kind's measurements injected into the probe, the run follows them, prints why, records it."""
+    from superlora import machine
+    from superlora.machine import MatmulRate
+    from superlora.training.rundir import read_log
+    from superlora.training.trainer import train
+
+    monkeypatch.setenv("SUPERLORA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        machine, "matmul_rate", lambda dtype, *a, **k: MatmulRate(fp32 if dtype == torch.float32 else bf16, 0.01)
+    )
+    cfg = make_cfg(tiny_model_dir("llama"), data_dir, tmp_path / "run", **AUTO)
+    train(cfg)
+    out = capsys.readouterr().out
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())["speed"]
+    enabled = bf16 > fp32
+    assert meta["bf16"]["enabled"] is enabled and meta["bf16"]["source"] == "probe"
+    assert (meta["bf16"]["fp32_gflops"], meta["bf16"]["bf16_gflops"]) == (fp32, bf16)
+    assert f"bf16 {'on' if enabled else 'off'} (auto: bf16 matmul {bf16:,.1f} GFLOP/s vs fp32 {fp32:,.1f}" in out
+    assert meta["threads"]["reason"] in out and meta["threads"]["threads"] >= 1
+    assert meta["attention"]["attention"] == ("eager" if enabled else "sdpa")
+    assert meta["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert "auto" in (tmp_path / "run" / "config.yaml").read_text()  # the recipe as written: re-decided on resume
+    assert len(read_log(tmp_path / "run" / "log.jsonl")) == 6
+
+
+def test_auto_speed_keeps_the_loss_of_the_switches_it_chose(tiny_model_dir, data_dir, tmp_path, monkeypatch):
+    """auto decides, it does not change the computation: the same losses as the decided switches written out."""
+    from superlora.training.rundir import read_log
+    from superlora.training.trainer import train
+
+    monkeypatch.setenv("SUPERLORA_CACHE", str(tmp_path / "cache"))
+    model_dir = tiny_model_dir("llama")
+    train(make_cfg(model_dir, data_dir, tmp_path / "auto", **AUTO))
+    chosen = json.loads((tmp_path / "auto" / "run.json").read_text())["speed"]
+    explicit = {
+        "speed.bf16": str(chosen["bf16"]["enabled"]).lower(),
+        "speed.threads": chosen["threads"]["threads"],
+        "speed.attention": chosen["attention"]["attention"],
+    }
+    train(make_cfg(model_dir, data_dir, tmp_path / "explicit", **explicit))
+    losses = [[r["loss"] for r in read_log(tmp_path / run / "log.jsonl")] for run in ("auto", "explicit")]
+    assert len(losses[0]) == 6
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+def test_training_runs_on_cuda_with_bf16_where_the_gpu_supports_it(tiny_model_dir, data_dir, tmp_path):
+    from superlora.training.rundir import read_log
+    from superlora.training.trainer import train
+
+    cfg = make_cfg(tiny_model_dir("llama"), data_dir, tmp_path / "run", **AUTO, **{"speed.target_only_logits": "true"})
+    summary = train(cfg)
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())["speed"]
+    assert meta["device"] == "cuda" and meta["bf16"]["source"] == "cuda"
+    assert meta["bf16"]["enabled"] is torch.cuda.is_bf16_supported()
+    assert meta["attention"]["attention"] == "sdpa"
+    losses = [r["loss"] for r in read_log(tmp_path / "run" / "log.jsonl")]
+    assert len(losses) == 6 and all(loss == loss for loss in losses) and summary["steps"] == 6
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where there is no GPU")
+def test_device_cuda_without_a_gpu_is_one_line(tiny_model_dir, data_dir, tmp_path):
+    items = [f"model={tiny_model_dir('llama')}", f"data.source={data_dir}", f"output_dir={tmp_path / 'run'}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "superlora", "train", *items, "device=cuda"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "superlora: error: device=cuda, but torch sees no CUDA GPU (use device=auto or device=cpu)"
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+# -----------------------------------------------------------------------------
+# 16-bit dropout masks
+
+
+def test_dropout16_keeps_each_value_with_probability_1_minus_p_and_preserves_the_mean():
+    from superlora.training.speed import Dropout16
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 128, 576)  # 4.7M values
+    drop = Dropout16(0.1).train()
+    y = drop(x)
+    kept = y != 0
+    scale = 65536 / round(65536 * 0.9)
+    assert abs(kept.float().mean().item() - 0.9) < 1e-3
+    torch.testing.assert_close(y[kept], x[kept] * scale)  # kept values scaled by exactly 1 / P(keep)
+    ones = Dropout16(0.1).train()(torch.ones(4_000_000))
+    assert abs(ones.mean().item() - 1.0) < 2e-3  # unbiased, like nn.Dropout
+    masks = [Dropout16(0.5).train()(torch.ones(1000)) != 0 for _ in range(2)]
+    assert not torch.equal(masks[0], masks[1])  # a fresh mask every call
+    assert abs(torch.stack(masks).float().mean().item() - 0.5) < 0.05
+
+
+def test_dropout16_is_the_identity_in_eval_and_at_p_0_and_its_gradient_is_its_mask():
+    from superlora.training.speed import Dropout16
+
+    x = torch.randn(3, 7, 16, requires_grad=True)
+    assert Dropout16(0.3).eval()(x) is x and Dropout16(0.0).train()(x) is x
+    torch.manual_seed(1)
+    y = Dropout16(0.3).train()(x)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y != 0).float() * (65536 / round(65536 * 0.7)))
+    torch.manual_seed(1)
+    torch.testing.assert_close(Dropout16(0.3).train()(x), y)  # from torch's generator: seeded, checkpointed
+
+
+def test_fast_dropout_replaces_every_lora_dropout_and_leaves_eval_outputs(tiny_model_dir, data_dir, tmp_path):
+    from superlora.training.speed import Dropout16
+
+    cfg = make_cfg(tiny_model_dir("llama"), data_dir, tmp_path / "run", **{"lora.dropout": 0.1})
+    trainer, model, batch = prepared(cfg)
+    model.eval()
+    with torch.no_grad():
+        before = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    from superlora.training.speed import fast_lora_dropout
+
+    assert fast_lora_dropout(model) == 2 * 3  # q and v in each of the 3 blocks
+    assert not [m for n, m in model.named_modules() if "lora_dropout" in n and type(m) is torch.nn.Dropout]
+    assert len([m for m in model.modules() if isinstance(m, Dropout16)]) == 6
+    with torch.no_grad():
+        after = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(after, before, rtol=0, atol=0)

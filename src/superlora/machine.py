@@ -240,13 +240,15 @@ def describe(enabled: bool, fp32_gflops: float, bf16_gflops: float, where: str) 
 
 
 def model_shapes(model: Any, blocks_path: str, rows: int) -> list[tuple[int, int, int]]:
-    """(rows, in, out) of every distinct Linear/Conv1D weight in the model's first block."""
+    """(rows, in, out) of every distinct Linear/Conv1D weight of the model's first block (adapters left out)."""
     from torch import nn
     from transformers.pytorch_utils import Conv1D
 
     block = next(iter(model.get_submodule(blocks_path)))
     shapes = []
-    for module in block.modules():
+    for name, module in block.named_modules():
+        if "lora_" in name:
+            continue
         if isinstance(module, nn.Linear):
             shape = (rows, module.in_features, module.out_features)
         elif isinstance(module, Conv1D):

@@ -128,12 +128,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(args)
     out.mkdir(parents=True, exist_ok=True)
 
+    from superlora.evaluation.decode import set_decode_threads
     from superlora.models import load_model
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    threads = set_decode_threads(args.threads or "auto")
+    print(f"decoding {len(mrs)} MRs (beam {config.num_beams}, fp32, {threads})", flush=True)
     loaded = load_model(args.model)
     model = attach_adapter(loaded.model, args.adapter) if args.adapter else loaded.model
     outputs, seconds = timed_generate(model, loaded.tokenizer, mrs, config, show_progress=not args.quiet)
@@ -148,7 +147,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "variant": args.variant,
         "count": len(mrs),
         "decode": config.to_dict(),
-        "threads": args.threads,
+        "threads": threads,
         "decode_seconds": round(seconds, 2),
         **result,
     }
@@ -215,7 +214,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--no-repeat-ngram-size", type=int, default=4, help="forbid repeated n-grams (default 4)")
         p.add_argument("--max-new-tokens", type=int, default=64, help="longest output in tokens (default 64)")
         p.add_argument("--batch-size", type=int, default=8, help="MRs decoded together (default 8)")
-        p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest when the machine is busy)")
+        p.add_argument("--threads", type=int, help="torch CPU threads (default: the cores no other job keeps busy)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         _add_scoring_flags(p)
         p.set_defaults(func=run_evaluate)

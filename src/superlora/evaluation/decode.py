@@ -1,8 +1,9 @@
 """Batched beam-search decoding of E2E MRs with a causal LM (optionally with a LoRA adapter).
 
 Defaults follow the LoRA paper's E2E protocol: beam 10, length penalty 0.9, no repeated 4-grams.
-Decoding runs in float32: bfloat16 (autocast or cast weights) changed 19-24% of the outputs of
-smollm2-135m on 48-100 test MRs and was slower on this CPU, so it is not offered.
+Decoding runs in float32 on every machine, whatever the training's ``bf16`` choice: bfloat16 (autocast or cast
+weights) changed 19-24% of the outputs of smollm2-135m on 48-100 test MRs, so scores would depend on the CPU.
+Threads are chosen like training's (``speed.threads: auto``): the cores no other job keeps busy.
 Prompts are exactly the training prompts (``build_prompt`` through ``tokenize_prompt``), left-padded
 so every sequence in a batch continues from its last prompt token. Decoding stops at eos or at the
 end of the line: a description is one line, and a base model that never learned to emit eos would
@@ -32,6 +33,17 @@ class DecodeConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def set_decode_threads(setting: int | str | None = "auto") -> str:
+    """Set torch's threads for decoding (``auto``: ``superlora.machine.choose_threads``); returns a log phrase."""
+    import torch
+
+    from superlora.machine import choose_threads
+
+    choice = choose_threads(setting)
+    torch.set_num_threads(choice.threads)
+    return f"threads {choice.threads} ({choice.reason})"
 
 
 def resolve_adapter(path: str | Path) -> Path:

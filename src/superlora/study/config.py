@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from superlora.evaluation.decode import DecodeConfig
 from superlora.training.config import TrainConfig
@@ -18,7 +19,7 @@ class EvalConfig:
     variant: str = "original"  # the official test set: 630 MRs with their references
     limit: int | None = None  # first N MRs (None: all 630)
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # LoRA paper protocol by default
-    threads: int | None = None  # torch threads while decoding (None: torch's default)
+    threads: int | Literal["auto"] | None = "auto"  # torch threads while decoding; auto: as training chooses them
     skip_meteor: bool = False  # METEOR needs Java; the other four metrics do not
 
 

@@ -18,6 +18,7 @@ import yaml
 
 from superlora.config import to_dict
 from superlora.errors import SuperloraError
+from superlora.evaluation.decode import set_decode_threads
 from superlora.study.config import StudyConfig
 from superlora.study.report import write_report
 
@@ -65,11 +66,8 @@ def evaluate_arm(cfg: StudyConfig, arm: str, run: Path | None) -> dict:
     loaded = load_model(cfg.train.model, trust_remote_code=cfg.train.trust_remote_code)
     model = attach_adapter(loaded.model, run / "adapter") if run is not None else loaded.model
     decode = e.decode
-    if e.threads:
-        import torch
-
-        torch.set_num_threads(e.threads)
-    _say(f"{arm}: decoding {len(mrs)} test MRs (beam {decode.num_beams})")
+    threads = set_decode_threads(e.threads)
+    _say(f"{arm}: decoding {len(mrs)} test MRs (beam {decode.num_beams}, fp32, {threads})")
     outputs, seconds = timed_generate(model, loaded.tokenizer, mrs, decode)
     arm_dir = Path(cfg.out) / "arms" / arm
     arm_dir.mkdir(parents=True, exist_ok=True)

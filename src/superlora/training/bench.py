@@ -51,8 +51,20 @@ FLOP_FORMULA = (
     "weights are not model work."
 )
 PEAK_SHAPE = (1024, 4096, 1024)
-SWITCHES = {"bf16": "bf16", "target_only_logits": "target-only", "group_by_length": "grouping", "attention": "attn"}
-ARM_KEYS = {"bf16": "bf16", "target_only_logits": "target", "group_by_length": "group", "attention": "attn"}
+SWITCHES = {
+    "bf16": "bf16",
+    "target_only_logits": "target-only",
+    "group_by_length": "grouping",
+    "fast_dropout": "16-bit dropout",
+    "attention": "attn",
+}
+ARM_KEYS = {
+    "bf16": "bf16",
+    "target_only_logits": "target",
+    "group_by_length": "group",
+    "fast_dropout": "drop16",
+    "attention": "attn",
+}
 RSS_METHODS = {
     "subprocess": "peak resident memory while training the arm's steps in a fresh process (model loaded, nothing else)",
     "inprocess": "peak resident memory during the arm's timed run (high-water mark reset per arm; includes what "
@@ -76,7 +88,8 @@ def standard_arms(recipe: dict[str, Any], decided: dict[str, Any], forced_bf16: 
     would), ``decided`` the same with every ``auto`` decided on this machine. ``forced_bf16``: include the arm that
     forces bf16 (by default only where bf16 pays: on a CPU that emulates it, one such step takes minutes).
     """
-    off = {"bf16": False, "target_only_logits": False, "group_by_length": False, "attention": "model"}
+    off = {"bf16": False, "target_only_logits": False, "group_by_length": False, "fast_dropout": False}
+    off |= {"attention": "model"}
     off |= {"threads": None, "compile": False}
     arms = [Arm("ref", "reference: plain Trainer, fp32", None), Arm("off", "superlora, all switches off", off)]
     if forced_bf16:
@@ -84,6 +97,7 @@ def standard_arms(recipe: dict[str, Any], decided: dict[str, Any], forced_bf16: 
     arms += [
         Arm("target", "+ target-only logits only", off | {"target_only_logits": True}),
         Arm("group", "+ group_by_length only", off | {"group_by_length": True}),
+        Arm("drop16", "+ 16-bit dropout only", off | {"fast_dropout": True}),
         Arm("eager", "+ eager attention only", off | {"attention": "eager"}),
         Arm("recipe", "superlora recipe (defaults)", recipe),
     ]
@@ -665,8 +679,8 @@ EPILOG = """examples:
   superlora bench configs/e2e-lora.yaml --arms recipe,bf16 --steps 5 --repeats 1  # the reference always runs
 
 Arms: ref (plain transformers Trainer + peft, fp32, dynamic padding, full logits), off (superlora, all speed
-switches off), bf16, target, group, eager (each switch alone), recipe (the CONFIG's speed: section, its auto
-switches decided here as a run decides them), no-bf16, no-target, no-group, no-attn (the recipe without one
+switches off), bf16, target, group, drop16, eager (each switch alone), recipe (the CONFIG's speed: section, its auto
+switches decided here as a run decides them), no-bf16, no-target, no-group, no-drop16, no-attn (the recipe without one
 switch that is on), threads (the recipe with the other thread count), compile (the recipe + torch.compile).
 bf16 runs only where a short probe measures bf16 matmuls faster than fp32 ones, or when --arms names it
 (on an AVX2-only CPU bf16 is emulated: minutes a step).
