@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -183,13 +184,19 @@ class Dropout16(nn.Module):
             return x
         if self.keep == 0:
             return torch.zeros_like(x)
-        n = x.numel()
-        draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
-        bits = draws.view(torch.int16)[:n].view(x.shape)  # uniform in [-32768, 32767]
-        return torch.where(bits < self.keep - 32768, x, 0.0) * (65536.0 / self.keep)
+        return torch.where(keep_mask(x.shape, self.keep, x.device), x, 0.0) * (65536.0 / self.keep)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, keep={self.keep}/65536"
+
+
+@torch.compiler.disable  # inductor miscompiles the int64 -> int16 bitcast view (heap corruption, torch 2.13)
+def keep_mask(shape: torch.Size, keep: int, device: torch.device) -> torch.Tensor:
+    """A bool mask of ``shape``, each value True with probability ``keep / 65536``: four per 64-bit draw."""
+    n = math.prod(shape)
+    draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
+    bits = draws.view(torch.int16)[:n].view(shape)  # uniform in [-32768, 32767]
+    return bits < keep - 32768
 
 
 def fast_lora_dropout(model: nn.Module) -> int:

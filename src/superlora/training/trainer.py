@@ -426,6 +426,12 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> d
     say(f"speed: {'; '.join(fast.notes[2:]) or 'all switches off'}")
     if plan.resume_from is not None:
         say(f"resuming from {plan.resume_from}")
+        started = rundir.read_run(run)[1].get("speed", {}).get("bf16", {}).get("enabled")
+        if started is not None and started != fast.speed.bf16:
+            say(
+                f"note: this run started with bf16 {'on' if started else 'off'}; here it trains on in "
+                f"{'bf16' if fast.speed.bf16 else 'fp32'} (losses move by bf16 rounding, ~1e-2)"
+            )
     trainable, total = print_trainable(model)
     run_log = RunLog(run)
     trainer = AtomicCheckpointTrainer(
@@ -454,6 +460,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> d
             "resumed_from_step": run_log.start_step or None,
             "processes": world_size,
             "threads_per_process": torch.get_num_threads(),
+            "bf16": fast.speed.bf16,
             "wall_time_s": round(time.perf_counter() - t0, 2),
             "train_time_s": round(train_time, 2),
             "tokens": tokens,
