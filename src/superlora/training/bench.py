@@ -675,7 +675,7 @@ def bench(
 
 EPILOG = """examples:
   superlora bench configs/e2e-lora.yaml data.source=../shared/data/e2e          # all arms, 3 repeats
-  superlora bench configs/e2e-lora.yaml --steps 10 --repeats 3 --out results/bench/smollm2-135m.json
+  superlora bench configs/e2e-lora.yaml --steps 6 --repeats 3 --out results/bench/smollm2-135m-CPU.json
   superlora bench configs/e2e-lora.yaml --arms recipe,bf16 --steps 5 --repeats 1  # the reference always runs
 
 Arms: ref (plain transformers Trainer + peft, fp32, dynamic padding, full logits), off (superlora, all speed

@@ -190,9 +190,15 @@ class Dropout16(nn.Module):
         return f"p={self.p}, keep={self.keep}/65536"
 
 
-@torch.compiler.disable  # inductor miscompiles the int64 -> int16 bitcast view (heap corruption, torch 2.13)
 def keep_mask(shape: torch.Size, keep: int, device: torch.device) -> torch.Tensor:
-    """A bool mask of ``shape``, each value True with probability ``keep / 65536``: four per 64-bit draw."""
+    """A bool mask of ``shape``, each value True with probability ``keep / 65536``: four per 64-bit draw.
+
+    Inside a ``torch.compile`` graph the same probability comes from ``torch.rand``, which inductor fuses into
+    its own kernel: traced, the int16 view of the draws corrupted the heap, and so did a graph break around the
+    mask under bf16 (torch 2.13, ``speed.compile``); ``test_dropout16_runs_inside_torch_compile`` guards it.
+    """
+    if torch.compiler.is_compiling():
+        return torch.rand(shape, device=device) < keep / 65536  # exact: keep / 65536 is a float32
     n = math.prod(shape)
     draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
     bits = draws.view(torch.int16)[:n].view(shape)  # uniform in [-32768, 32767]
