@@ -402,6 +402,11 @@ def test_fast_dropout_replaces_every_lora_dropout_and_leaves_eval_outputs(tiny_m
     torch.testing.assert_close(after, before, rtol=0, atol=0)
 
 
+@pytest.mark.skipif(
+    bool(os.environ.get("ATEN_CPU_CAPABILITY")),
+    reason="torch 2.13's inductor gives wrong dropout gradients (plain nn.Dropout + Linear too) when "
+    "ATEN_CPU_CAPABILITY lowers the kernels below what the CPU has",
+)
 @pytest.mark.parametrize("bf16", [False, True])
 def test_dropout16_runs_inside_torch_compile(bf16):
     """Regression: compiled, the 16-bit mask's int16 view (and, under bf16, a graph break around it) corrupted the

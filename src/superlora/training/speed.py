@@ -182,6 +182,8 @@ class Dropout16(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
+        if torch.compiler.is_compiling():  # traced: torch's own dropout, which inductor fuses with its own RNG
+            return F.dropout(x, self.p, training=True)
         if self.keep == 0:
             return torch.zeros_like(x)
         return torch.where(keep_mask(x.shape, self.keep, x.device), x, 0.0) * (65536.0 / self.keep)
@@ -193,12 +195,10 @@ class Dropout16(nn.Module):
 def keep_mask(shape: torch.Size, keep: int, device: torch.device) -> torch.Tensor:
     """A bool mask of ``shape``, each value True with probability ``keep / 65536``: four per 64-bit draw.
 
-    Inside a ``torch.compile`` graph the same probability comes from ``torch.rand``, which inductor fuses into
-    its own kernel: traced, the int16 view of the draws corrupted the heap, and so did a graph break around the
-    mask under bf16 (torch 2.13, ``speed.compile``); ``test_dropout16_runs_inside_torch_compile`` guards it.
+    Eager only: inside a ``torch.compile`` graph (``speed.compile``) ``Dropout16`` uses torch's dropout instead
+    (p not rounded). Traced, the int16 view of the draws corrupted the heap, and so did a graph break around it
+    under bf16 (torch 2.13); ``test_dropout16_runs_inside_torch_compile`` guards both.
     """
-    if torch.compiler.is_compiling():
-        return torch.rand(shape, device=device) < keep / 65536  # exact: keep / 65536 is a float32
     n = math.prod(shape)
     draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
     bits = draws.view(torch.int16)[:n].view(shape)  # uniform in [-32768, 32767]
