@@ -410,7 +410,7 @@ def test_fast_dropout_replaces_every_lora_dropout_and_leaves_eval_outputs(tiny_m
 @pytest.mark.parametrize("bf16", [False, True])
 def test_dropout16_runs_inside_torch_compile(bf16):
     """Regression: compiled, the 16-bit mask's int16 view (and, under bf16, a graph break around it) corrupted the
-    heap (free(): invalid pointer); traced, the mask comes from torch.rand with the same keep probability."""
+    heap (free(): invalid pointer); traced, Dropout16 is torch's dropout, which inductor fuses."""
     from superlora.training.speed import Dropout16
 
     torch.manual_seed(0)

@@ -166,7 +166,7 @@ class TargetOnlyLogitsMixin:
 class Dropout16(nn.Module):
     """Inverted dropout whose mask is drawn from 16 random bits per value (``speed.fast_dropout``).
 
-    torch's dropout draws a 32-bit random number per value from one generator thread; on a CPU that is ~7% of a
+    torch's dropout draws a 32-bit random number per value from one generator thread; on a CPU that is ~6% of a
     LoRA step (60 masks of batch x length x hidden for q/v adapters in 30 blocks). Here one 64-bit draw gives four
     values' masks: a quarter of the random numbers. A value is kept with probability ``keep / 65536`` (``p``
     rounded to a multiple of 1/65536: 0.1 becomes 0.1000061) and scaled by the inverse of exactly that, so the
