@@ -538,7 +538,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def decide_auto(cfg: TrainConfig, loaded: LoadedModel, rows: int) -> dict[str, Any]:
     """The recipe's ``auto`` switches decided as a run would decide them here, and whether bf16 pays at all."""
-    from superlora.machine import bf16_pays, choose_bf16, choose_threads, model_shapes
+    from superlora.machine import choose_bf16, choose_threads, model_shapes
     from superlora.training.speed import resolve_attention
     from superlora.training.trainer import resolve_device
 
@@ -548,11 +548,10 @@ def decide_auto(cfg: TrainConfig, loaded: LoadedModel, rows: int) -> dict[str, A
     probe = choose_bf16("auto", shapes, threads.threads, device)
     recipe = probe if cfg.speed.bf16 == "auto" else choose_bf16(cfg.speed.bf16, shapes, threads.threads, device)
     attention, why = resolve_attention(cfg.speed.attention, recipe.enabled, device)
-    pays = probe.enabled if probe.fp32_gflops is None else bf16_pays(probe.fp32_gflops, probe.bf16_gflops)
     return {
         "bf16": recipe.to_dict(),
         "bf16_probe": probe.to_dict(),
-        "bf16_pays": pays,
+        "bf16_pays": probe.enabled,  # what auto would choose: the probe's verdict (or the GPU's support)
         "threads": {"threads": threads.threads, "reason": threads.reason},
         "attention": {"attention": attention, "reason": why},
     }
