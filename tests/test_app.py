@@ -15,6 +15,7 @@ gradio_client = pytest.importorskip("gradio_client")
 
 import superlora.app.ui  # noqa: E402,F401  (sets the offline environment before Gradio loads)
 from app_support import PLANT_COORD, adapter_run, free_port, planted_model_dir, serve  # noqa: E402
+from superlora.app import e2e_form as form  # noqa: E402
 from superlora.app import generate as gen  # noqa: E402
 from superlora.app.limits import Limits  # noqa: E402
 from superlora.app.state import AppState  # noqa: E402
@@ -78,9 +79,9 @@ def test_twenty_concurrent_requests_all_answered_and_not_mixed_up(app):
     elapsed = time.perf_counter() - started
     assert len(replies) == 20
     for values, (mr, _, data) in zip(requests, replies, strict=True):
-        expected_mr = gen.build_mr(dict(zip(SLOTS, values, strict=True)), state)
+        expected_mr = form.build_mr(dict(zip(SLOTS, values, strict=True)), state)
         assert mr == expected_mr and data["mr"] == expected_mr
-        expected = {r.target: r.output for r in gen.e2e_generate(state, expected_mr, None, 2, 0.9, 12)}
+        expected = {r.target: r.output for r in form.e2e_generate(state, expected_mr, None, 2, 0.9, 12)}
         assert {t: r["output"] for t, r in data["outputs"].items()} == expected
     print(f"20 concurrent generate requests (2 models each) answered in {elapsed:.1f} s")
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from superlora.data import e2e
-from superlora.data.e2e import (
+from superlora.errors import SuperloraError
+from superlora.tasks.e2e import data as e2e
+from superlora.tasks.e2e.data import (
     E2EExample,
     build_prompt,
     format_mr,
@@ -22,7 +23,6 @@ from superlora.data.e2e import (
     tokenize_example,
     tokenize_prompt,
 )
-from superlora.errors import SuperloraError
 
 ALL_CSVS = [
     "original/trainset.csv",

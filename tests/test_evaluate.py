@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from superlora.cli import main
-from superlora.data.e2e import build_prompt, group_references, load_split
 from superlora.errors import SuperloraError
 from superlora.evaluation.decode import DecodeConfig, attach_adapter, generate, line_end_ids, resolve_adapter
+from superlora.tasks.e2e.data import TEMPLATE, build_prompt, group_references, load_split
 
 
 def _evaluate(model_dir, e2e_dir, out, *extra) -> dict:
-    args = ["evaluate", "--model", str(model_dir), "--data", str(e2e_dir), "--limit", "3", "--beams", "3"]
-    args += ["--max-new-tokens", "6", "--batch-size", "2", "--out", str(out), "--skip-meteor", "--quiet", *extra]
+    args = ["evaluate", f"model={model_dir}", f"task.source={e2e_dir}", "limit=3", "decode.num_beams=3"]
+    args += ["decode.max_new_tokens=6", "decode.batch_size=2", f"out={out}", "--skip-meteor", "--quiet", *extra]
     assert main(args) == 0
     return json.loads((out / "scores.json").read_text())
 
@@ -25,7 +25,7 @@ def test_evaluate_writes_outputs_scores_and_summary(tiny_model_dir, e2e_dir, tmp
     model_dir = tiny_model_dir("llama")
     report = _evaluate(model_dir, e2e_dir, tmp_path / "eval")
     printed = capsys.readouterr().out
-    assert "BLEU" in printed and "decoded 3 MRs" in printed
+    assert "BLEU" in printed and "decoded 3 items" in printed
 
     first3 = [mr for mr, _ in group_references(load_split("test", "original", e2e_dir))][:3]
     with (tmp_path / "eval" / "outputs.tsv").open(encoding="utf-8") as fh:
@@ -34,14 +34,16 @@ def test_evaluate_writes_outputs_scores_and_summary(tiny_model_dir, e2e_dir, tmp
     assert [row[0] for row in rows[1:]] == first3  # test order kept despite length-sorted batching
 
     assert report["count"] == 3 and report["split"] == "test" and report["adapter"] is None
-    assert report["decode"] == DecodeConfig(num_beams=3, max_new_tokens=6, batch_size=2).to_dict()
+    # unset decode keys take the E2E task's protocol (length penalty 0.9, no repeated 4-grams)
+    assert report["decode"] == DecodeConfig(3, 0.9, 4, 6, 2).to_dict()
+    assert report["task"] == "e2e" and report["variant"] == "original"
     assert set(report["metrics"]) == {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"}
     assert report["metrics"]["METEOR"] is None
     assert all(isinstance(report["metrics"][m], float) for m in ("BLEU", "NIST", "ROUGE_L", "CIDEr"))
     assert report["ser"]["slots"] == sum(mr.count("[") for mr in first3)
     assert report["decode_seconds"] > 0
     summary = (tmp_path / "eval" / "summary.md").read_text()
-    assert "| BLEU |" in summary and "3 MRs" in summary and "| SER |" in summary
+    assert "| BLEU |" in summary and "3 original test MRs" in summary and "| SER |" in summary
     assert (tmp_path / "eval" / "slot_errors.tsv").is_file()
 
     # The written TSV is a valid challenge file: the score verb reads it back.
@@ -92,15 +94,17 @@ def test_generate_keeps_order_and_stops_at_line_end():
 
     model, tok = tiny_model("gpt2"), tiny_tokenizer()
     mrs = ["name[A]", "name[the pub], eatType[pub], near[the restaurant]", "food[cheap]"]
-    config = DecodeConfig(num_beams=2, max_new_tokens=5, batch_size=2)
-    batched = generate(model, tok, mrs, config)
-    alone = [generate(model, tok, [mr], config)[0] for mr in mrs]
+    config = DecodeConfig(2, 0.9, 4, 5, 2)
+    batched = generate(model, tok, mrs, config, TEMPLATE)
+    alone = [generate(model, tok, [mr], config, TEMPLATE)[0] for mr in mrs]
     assert batched == alone  # left padding does not change what a prompt decodes to
     assert all("\n" not in out for out in batched)
     assert line_end_ids(tok) == []  # the word-level test tokenizer has no newline token
     assert build_prompt("name[A]").endswith("Description:")
 
 
-def test_evaluate_rejects_bad_limit(tmp_path, capsys):
+def test_evaluate_rejects_bad_settings_in_one_line(tmp_path, capsys):
     assert main(["evaluate", "--limit", "0", "--skip-meteor", "--out", str(tmp_path)]) == 2
-    assert "--limit" in capsys.readouterr().err
+    assert "limit must be at least 1" in capsys.readouterr().err
+    assert main(["evaluate", "decode.num_beam=2"]) == 2
+    assert "did you mean 'decode.num_beams'" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from superlora.evaluation.ser import check_output, slot_error_rate
+from superlora.tasks.e2e.ser import check_output, slot_error_rate
 
 
 def _errors(mr: str, output: str) -> tuple[list[str], list[str], list[str]]:

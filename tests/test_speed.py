@@ -33,7 +33,7 @@ def data_dir(tmp_path) -> Path:
 def make_cfg(model_dir: Path, data_dir: Path, out: Path, **extra: str) -> TrainConfig:
     items = {
         "model": str(model_dir),
-        "data.source": str(data_dir),
+        "task.source": str(data_dir),
         "data.max_length": 48,
         "optim.batch_size": 4,
         "optim.max_steps": 6,
@@ -48,13 +48,10 @@ def make_cfg(model_dir: Path, data_dir: Path, out: Path, **extra: str) -> TrainC
 def prepared(cfg: TrainConfig):
     """(trainer, model, one padded batch) for ``cfg``, built the way ``train`` builds them."""
     from superlora.training.speed import speed_setup
-    from superlora.training.trainer import (
-        AtomicCheckpointTrainer,
-        PadCollator,
-        attach_lora,
-        plan_run,
-        training_arguments,
-    )
+    from superlora.data.collate import PadCollator
+    from superlora.training.hf import AtomicCheckpointTrainer, training_arguments
+    from superlora.training.plan import plan_run
+    from superlora.training.trainer import attach_lora
 
     plan = plan_run(cfg)
     model = attach_lora(plan)
@@ -136,7 +133,8 @@ def test_group_by_length_same_examples_per_epoch_less_padding(tmp_path):
     """One epoch of grouped batches holds every example exactly once, with less padding than random batches."""
     import random
 
-    from superlora.training.trainer import AtomicCheckpointTrainer, PadCollator, TokenizedRows, training_arguments
+    from superlora.data.collate import PadCollator, TokenizedRows
+    from superlora.training.hf import AtomicCheckpointTrainer, training_arguments
 
     rng = random.Random(0)
     rows = [{"input_ids": [3 + i % 90] + [5] * rng.randint(2, 40)} for i in range(96)]
@@ -205,7 +203,7 @@ def test_bench_runs_end_to_end_and_writes_the_table(tiny_model_dir, tmp_path):
     """Every arm but compile (a minute to compile even a tiny model), 2 steps, 1 repeat: table and JSON."""
     data = write_e2e(tmp_path / "bench-e2e", rows=48)
     out = tmp_path / "bench" / "tiny.json"
-    items = [f"model={tiny_model_dir('llama')}", f"data.source={data}", "data.max_length=48", "optim.batch_size=4"]
+    items = [f"model={tiny_model_dir('llama')}", f"task.source={data}", "data.max_length=48", "optim.batch_size=4"]
     two_cores = (os.cpu_count() or 1) >= 2  # the threads arm tries the other thread count: 2
     arms = "off,bf16,target,group,eager,recipe,no-target" + (",threads" if two_cores else "")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -250,7 +248,7 @@ def test_bench_peak_rss_from_fresh_processes(tiny_model_dir, tmp_path):
     from superlora.training import bench
 
     data = write_e2e(tmp_path / "bench-e2e", rows=48)
-    items = [f"model={tiny_model_dir('gpt2')}", f"data.source={data}", "data.max_length=48", "optim.batch_size=4"]
+    items = [f"model={tiny_model_dir('gpt2')}", f"task.source={data}", "data.max_length=48", "optim.batch_size=4"]
     ballast = torch.ones(1_000_000_000, dtype=torch.uint8)  # 1 GB resident in this process only
     result = bench.bench(load_config(TrainConfig, None, items), steps=1, repeats=1, warmup=1, keys=["recipe"])
     here = rss_mb()
@@ -338,7 +336,7 @@ def test_training_runs_on_cuda_with_bf16_where_the_gpu_supports_it(tiny_model_di
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where there is no GPU")
 def test_device_cuda_without_a_gpu_is_one_line(tiny_model_dir, data_dir, tmp_path):
-    items = [f"model={tiny_model_dir('llama')}", f"data.source={data_dir}", f"output_dir={tmp_path / 'run'}"]
+    items = [f"model={tiny_model_dir('llama')}", f"task.source={data_dir}", f"output_dir={tmp_path / 'run'}"]
     done = subprocess.run(
         [sys.executable, "-m", "superlora", "train", *items, "device=cuda"], capture_output=True, text=True, timeout=120
     )

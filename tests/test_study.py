@@ -12,6 +12,7 @@ from superlora.config import load_config
 from superlora.study.config import StudyConfig
 from superlora.study.report import BEGIN, END, findings, text_table
 from superlora.study.runner import run_study
+from superlora.tasks import get_task
 from test_training import superweights_json, write_e2e
 
 
@@ -35,7 +36,7 @@ def study_cfg(tmp_path, tiny_model_dir):
     readme.write_text(f"# x\n\n{BEGIN}\nold\n{END}\n\nafter\n")
     items = [
         f"train.model={tiny_model_dir('llama')}",
-        f"train.data.source={data}",
+        f"train.task.source={data}",
         "train.data.max_length=48",
         "train.optim.max_steps=3",
         "train.optim.batch_size=4",
@@ -70,12 +71,13 @@ def test_study_runs_every_arm_reports_and_resumes_arm_by_arm(study_cfg):
     assert (out / "arms" / "all" / "outputs.tsv").read_text().count("\n") == 4  # header + 3 MRs
     readme = Path(study_cfg.readme).read_text()
     assert "old" not in readme and "| superweights | 1 |" in readme and readme.endswith("after\n")
-    said = findings(report["arms"])
+    task = get_task(study_cfg.train.task)
+    said = findings(report["arms"], task)
     assert any(line.startswith("Best BLEU: ") for line in said)
     rank = next(line for line in said if "same number of adapted blocks" in line)
     assert "superweights (1)" in rank and "last (2)" in rank and "rank " in rank and " of 2." in rank
     assert all(f"- {line}" in readme for line in said)  # the README states what the rows say
-    table = text_table(report["arms"]).splitlines()
+    table = text_table(report["arms"], task).splitlines()
     assert table[0].split()[:2] == ["arm", "blocks"] and len(table) == 2 + 4
 
     # killed while evaluating `last`: a re-run redoes only that arm

@@ -53,7 +53,7 @@ def base_args(tmp_path, data_dir):
     def make(model_dir: Path, run: str = "run", **extra) -> list[str]:
         args = {
             "model": str(model_dir),
-            "data.source": str(data_dir),
+            "task.source": str(data_dir),
             "data.max_length": 48,
             "optim.batch_size": 4,
             "optim.max_steps": 8,
@@ -359,9 +359,20 @@ def test_block_index_out_of_range(tiny_model_dir, base_args, tmp_path, capsys):
 
 
 def test_missing_data_path(tiny_model_dir, base_args, tmp_path, capsys):
-    err = fails(capsys, "train", *base_args(tiny_model_dir("llama")), f"data.source={tmp_path / 'nowhere'}")
+    err = fails(capsys, "train", *base_args(tiny_model_dir("llama"), **{"task.source": tmp_path / "nowhere"}))
     assert "data folder not found" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_recipes_from_before_tasks_still_load_their_e2e_data_keys(tmp_path):
+    """data.source/variant/split moved to task.*: an old recipe or run config means the same run."""
+    old = load_config(TrainConfig, None, ["data.source=/x", "data.variant=original", "data.limit=5"])
+    new = load_config(TrainConfig, None, ["task.source=/x", "task.variant=original", "data.limit=5"])
+    assert old == new and old.task.name == "e2e" and old.data.limit == 5
+    from superlora.errors import SuperloraError
+
+    with pytest.raises(SuperloraError, match="data.source is task.source now"):
+        load_config(TrainConfig, None, ["data.source=/x", "task.source=/y"])
 
 
 def test_existing_run_needs_resume(tiny_model_dir, base_args, tmp_path, capsys):

@@ -29,7 +29,7 @@ VERBS = {
 
 EPILOG = """examples:
   superlora identify                    # super weights of the default offline model (smollm2-135m)
-  superlora train configs/e2e-superweight.yaml data.source=../shared/data/e2e optim.max_steps=200
+  superlora train configs/e2e-superweight.yaml task.source=E2E_DIR optim.max_steps=200
   superlora merge runs/e2e-superweight  # a plain model with the adapter folded in
   superlora models list                 # built-in offline models and whether they are cached
   superlora models pull smollm2-135m    # prepare the default model once (~30 s)

@@ -32,8 +32,8 @@ def _field_paths(cls: type, prefix: str = "") -> list[str]:
     return paths
 
 
-def _unknown_key(key: str, cls: type, where: str) -> SuperloraError:
-    valid = _field_paths(cls)
+def _unknown_key(key: str, cls: type, where: str, prefix: str = "") -> SuperloraError:
+    valid = [f"{prefix}{path}" for path in _field_paths(cls)]
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(valid)})"
     return SuperloraError(f"unknown config key '{key}' in {where}{hint}")
@@ -92,20 +92,76 @@ def _check(value: Any, hint: Any, key: str) -> Any:
     raise SuperloraError(f"config key '{key}': expected {hint.__name__}, got {value!r}")
 
 
+def section_union(hint: Any) -> tuple[type, ...] | None:
+    """The dataclasses of a ``A | B`` hint whose members are told apart by their ``name`` field (tasks)."""
+    if typing.get_origin(hint) not in (Union, types.UnionType):
+        return None
+    args = typing.get_args(hint)
+    if args and all(dataclasses.is_dataclass(a) and "name" in {f.name for f in dataclasses.fields(a)} for a in args):
+        return args
+    return None
+
+
+def _section_name(cls: type) -> str:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == "name")
+
+
+def _pick_section(options: tuple[type, ...], value: Any, key: str) -> type:
+    """The member of a named-section union that ``value['name']`` names (the first one by default)."""
+    names = {_section_name(cls): cls for cls in options}
+    name = value.get("name", _section_name(options[0]))
+    if name not in names:
+        close = difflib.get_close_matches(str(name), list(names), n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise SuperloraError(f"config key '{key}.name': unknown {key} {name!r}{hint}; choose from {', '.join(names)}")
+    return names[name]
+
+
+def _section(hint: Any, value: Any, where: str, root: type, key: str) -> Any:
+    """A nested section: a dataclass, or one of a named-section union chosen by its ``name``."""
+    if not isinstance(value, dict):
+        raise SuperloraError(f"config key '{key}' in {where} must be a mapping")
+    options = section_union(hint)
+    cls = _pick_section(options, value, key) if options else hint
+    return _build(cls, value, where, cls if options else root, f"{key}.")
+
+
+def _optional_section(hint: Any) -> type | None:
+    """``Section | None`` -> Section."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (Union, types.UnionType) and len(args) == 1 and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
+
+
+def _list_of_sections(hint: Any) -> bool:
+    args = typing.get_args(hint)
+    return typing.get_origin(hint) is list and len(args) == 1 and dataclasses.is_dataclass(args[0])
+
+
 def _build(cls: type[T], data: dict, where: str, root: type, prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    migrate = getattr(cls, "migrate", None)
+    if migrate is not None:  # keys of an older recipe layout, moved to where they live now
+        data = migrate(dict(data))
     kwargs = {}
     for name, value in data.items():
         if name not in names:
-            raise _unknown_key(f"{prefix}{name}", root, where)
+            raise _unknown_key(f"{prefix}{name}", cls, where, prefix)
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise SuperloraError(f"config key '{prefix}{name}' in {where} must be a mapping")
-            kwargs[name] = _build(hint, value, where, root, f"{prefix}{name}.")
+        key = f"{prefix}{name}"
+        optional = _optional_section(hint)
+        if dataclasses.is_dataclass(hint) or section_union(hint):
+            kwargs[name] = _section(hint, value, where, root, key)
+        elif optional is not None:
+            kwargs[name] = None if value is None else _section(optional, value, where, root, key)
+        elif _list_of_sections(hint):
+            item = typing.get_args(hint)[0]
+            items = value if isinstance(value, list) else [value]
+            kwargs[name] = [_section(item, v, where, root, f"{key}[{i}]") for i, v in enumerate(items)]
         else:
-            kwargs[name] = _check(value, hint, f"{prefix}{name}")
+            kwargs[name] = _check(value, hint, key)
     try:
         return cls(**kwargs)
     except ValueError as exc:  # __post_init__ range checks
@@ -167,9 +223,32 @@ def split_recipe(items: list[str]) -> tuple[str | None, list[str]]:
     return (paths[0] if paths else None), [item for item in items if "=" in item]
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Build ``cls`` from an optional YAML recipe and ``key=value`` overrides, validated."""
-    data = read_yaml(path) if path else {}
+def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A recipe with its ``base:`` recipes merged under it (a path relative to the recipe's folder).
+
+    ``base: e2e-lora.yaml`` lets a control recipe say only how it differs; sections merge key by key.
+    """
+    path = Path(path)
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise SuperloraError(f"{path}: base: must be the path of another recipe, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise SuperloraError(f"{path}: base: {base} includes itself (a cycle of base recipes)")
+    if not base_path.is_file():
+        raise SuperloraError(f"{path}: base recipe not found: {base} (looked for {base_path})")
+    return _merge(read_recipe(base_path, (*_seen, path.resolve())), data)
+
+
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None, defaults: dict | None = None
+) -> T:
+    """Build ``cls`` from ``defaults``, an optional YAML recipe (with its ``base:``) and ``key=value`` overrides,
+    each merged over the one before, validated."""
+    data = _merge(defaults or {}, read_recipe(path) if path else {})
     data = _merge(data, parse_overrides(overrides or []))
     return _build(cls, data, str(path) if path else "overrides", root=cls)
 

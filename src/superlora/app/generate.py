@@ -9,57 +9,20 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from superlora.app.limits import InputError
 from superlora.app.state import BASE, AppState
-from superlora.data.e2e import SLOTS, format_mr, tokenize_prompt
 from superlora.identify.ablation import Coord, parse_coord, scaled_weights
 
 # -----------------------------------------------------------------------------
-# E2E generation
+# Limits shared by every tab
 
 
-@dataclass
-class E2EOutput:
-    """One model's description of an MR and its slot-error check."""
-
-    target: str
-    output: str
-    missing: list[str]
-    wrong: list[str]
-    added: list[str]
-    seconds: float
-
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("output", "missing", "wrong", "added")} | {
-            "seconds": round(self.seconds, 3)
-        }
-
-
-def build_mr(values: Mapping[str, str | None], state: AppState) -> str:
-    """The MR string of the filled slots, in the E2E slot order; empty slots are left out."""
-    pairs = []
-    for slot in SLOTS:
-        value = (values.get(slot) or "").strip()
-        if not value:
-            continue
-        if len(value) > state.limits.max_value_chars:
-            raise InputError(
-                f"value of {slot} is too long: {len(value)} characters (the limit is {state.limits.max_value_chars})"
-            )
-        if any(ch in value for ch in "[],\n"):
-            raise InputError(f"value of {slot} may not contain '[', ']', ',' or a line break: {value!r}")
-        pairs.append((slot, value))
-    if not pairs:
-        raise InputError("fill at least one slot")
-    return format_mr(pairs)
-
-
-def _room(state: AppState, prompt_tokens: int, wanted: int) -> int:
+def room(state: AppState, prompt_tokens: int, wanted: int) -> int:
     """New tokens that fit the model's context after a prompt; refuses a prompt that fills it."""
     if prompt_tokens > state.limits.max_input_tokens:
         raise InputError(f"input is too long: {prompt_tokens} tokens (the limit is {state.limits.max_input_tokens})")
@@ -68,45 +31,6 @@ def _room(state: AppState, prompt_tokens: int, wanted: int) -> int:
     if prompt_tokens >= state.context_length:
         raise InputError(f"input is too long: {prompt_tokens} tokens fill the model's {state.context_length}")
     return min(wanted, state.context_length - prompt_tokens)
-
-
-def e2e_generate(
-    state: AppState,
-    mr: str,
-    targets: Sequence[str] | None = None,
-    num_beams: int = 4,
-    length_penalty: float = 0.9,
-    max_new_tokens: int = 64,
-) -> list[E2EOutput]:
-    """Beam-search a description of ``mr`` with each target (the base model and adapters), then check slots."""
-    from superlora.evaluation.decode import DecodeConfig, generate
-    from superlora.evaluation.ser import check_output
-
-    targets = list(targets) if targets else state.targets
-    unknown = [t for t in targets if t not in state.targets]
-    if unknown:
-        raise InputError(f"unknown model {unknown[0]!r}; choose from {', '.join(state.targets)}")
-    if not math.isfinite(float(length_penalty)):
-        raise InputError("length penalty must be a finite number")
-    limits = state.limits
-    prompt_tokens = len(tokenize_prompt(state.loaded.tokenizer, mr))
-    new_tokens = _room(state, prompt_tokens, limits.new_tokens(max_new_tokens, limits.max_e2e_new_tokens))
-    config = DecodeConfig(
-        num_beams=limits.beams(num_beams),
-        length_penalty=float(length_penalty),
-        max_new_tokens=new_tokens,
-        batch_size=1,
-    )
-    results = []
-    for target in targets:
-        started = time.perf_counter()
-        with state.use(target) as model:
-            output = generate(model, state.loaded.tokenizer, [mr], config)[0]
-        check = check_output(mr, output)
-        results.append(
-            E2EOutput(target, output, check.missing, check.wrong, check.added, time.perf_counter() - started)
-        )
-    return results
 
 
 # -----------------------------------------------------------------------------
@@ -183,7 +107,7 @@ def chat_stream(
     if target not in state.targets:
         raise InputError(f"unknown model '{target}'; choose one of {', '.join(state.targets)}")
     ids = chat_prompt(state, message, history, system)
-    new_tokens = _room(state, len(ids), state.limits.new_tokens(max_new_tokens))
+    new_tokens = room(state, len(ids), state.limits.new_tokens(max_new_tokens))
     temperature, top_p = float(temperature), float(top_p)
     if not (math.isfinite(temperature) and 0 <= temperature <= 5 and 0 < top_p <= 1):
         raise InputError("temperature must be in [0, 5] and top-p in (0, 1]")
@@ -288,7 +212,7 @@ def explore(
         raise InputError("scale must be a finite number between -100 and 100")
     tokenizer, arch = state.loaded.tokenizer, state.loaded.arch
     ids = torch.tensor([tokenizer(prompt)["input_ids"]])
-    new_tokens = _room(state, ids.shape[1], state.limits.new_tokens(max_new_tokens))
+    new_tokens = room(state, ids.shape[1], state.limits.new_tokens(max_new_tokens))
     coords = [coord] if coord is not None and scale != 1.0 else []
     started = time.perf_counter()
     with state.use(target) as model, torch.inference_mode():

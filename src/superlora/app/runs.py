@@ -3,11 +3,10 @@ log line and no summary yet, and the page must show what there is rather than fa
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from superlora.training.rundir import open_run
 
 MAX_DEPTH = 3  # runs/<group>/<run>/ is the deepest layout the training recipes use
 
@@ -44,44 +43,17 @@ def find_runs(root: Path | None) -> dict[str, Path]:
     return found
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def read_log(path: Path) -> list[dict]:
-    """log.jsonl records; a line cut short by a running or killed trainer ends the list."""
-    records = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            break
-    return records
-
-
 def read_run(name: str, path: Path) -> RunInfo:
-    try:
-        config_text = (path / "config.yaml").read_text(encoding="utf-8")
-        config = yaml.safe_load(config_text)
-    except (OSError, yaml.YAMLError) as exc:
-        config_text, config = f"# cannot read config.yaml: {exc}", None
+    """The runs table's view of a run folder, read tolerantly by the one reader (``rundir.open_run``)."""
+    folder = open_run(path, strict=False)
     return RunInfo(
         name=name,
         path=path,
-        config_text=config_text,
-        config=config if isinstance(config, dict) else None,
-        summary=_read_json(path / "summary.json"),
-        log=read_log(path / "log.jsonl"),
-        has_adapter=(path / "adapter" / "adapter_config.json").is_file(),
+        config_text=folder.config_text,
+        config=folder.config,
+        summary=folder.summary,
+        log=folder.log,
+        has_adapter=folder.adapter is not None,
     )
 
 

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,18 +31,6 @@ from superlora.models.loading import LoadedModel
 
 BASE = "base"
 log = logging.getLogger("superlora.app")
-
-# Used when no E2E data folder is given: the values of the E2E data, a few venues per name slot.
-FALLBACK_VALUES: dict[str, list[str]] = {
-    "name": ["Alimentum", "Aromi", "Blue Spice", "Cotto", "Fitzbillies", "Giraffe", "The Eagle", "The Vaults", "Zizzi"],
-    "eatType": ["coffee shop", "pub", "restaurant"],
-    "food": ["Chinese", "English", "Fast food", "French", "Indian", "Italian", "Japanese"],
-    "priceRange": ["cheap", "less than £20", "moderate", "£20-25", "high", "more than £30"],
-    "customer rating": ["low", "1 out of 5", "average", "3 out of 5", "high", "5 out of 5"],
-    "area": ["city centre", "riverside"],
-    "familyFriendly": ["yes", "no"],
-    "near": ["Burger King", "Café Adriatic", "Café Rouge", "Clare Hall", "Raja Indian Cuisine", "The Portland Arms"],
-}
 
 
 @dataclass
@@ -113,6 +99,7 @@ class AppState:
         threads: int = 1,
     ) -> AppState:
         """Load the model and adapters (once, for the life of the server) and the side data."""
+        from superlora.app.e2e_form import e2e_slot_values
         from superlora.models import load_model
 
         runs = Path(runs_dir).expanduser() if runs_dir else None
@@ -128,7 +115,7 @@ class AppState:
             loaded,
             wanted,
             peft_model,
-            e2e_slot_values(data),
+            e2e_slot_values(data),  # the E2E form's dropdowns
             runs,
             read_superweights(superweights, loaded),
             limits or Limits(),
@@ -207,8 +194,7 @@ def _check_base(adapter: Adapter, fingerprint: str, model: str) -> None:
         return
     from superlora.training import rundir
 
-    meta = json.loads((adapter.run / "run.json").read_text(encoding="utf-8"))
-    rundir.check_same_base(meta, fingerprint, model, adapter.run)
+    rundir.check_same_base(rundir.open_run(adapter.run).meta, fingerprint, model, adapter.run)
 
 
 def _attach(loaded: LoadedModel, adapters: list[Adapter]) -> nn.Module:
@@ -235,29 +221,7 @@ def _attach(loaded: LoadedModel, adapters: list[Adapter]) -> nn.Module:
 
 
 # -----------------------------------------------------------------------------
-# E2E slot values and super-weight reports
-
-
-def e2e_slot_values(data: str | Path | None) -> dict[str, list[str]]:
-    """Slot values of the E2E training data (``data`` or $SUPERLORA_E2E_DIR), else a built-in list.
-
-    Never falls back to the Hub: the app must start offline without waiting on the network.
-    """
-    from superlora.data.e2e import E2E_DIR_ENV, load_split, slot_values
-
-    source = data or os.environ.get(E2E_DIR_ENV)
-    if not source:
-        return {slot: list(values) for slot, values in FALLBACK_VALUES.items()}
-    started = time.perf_counter()
-    try:
-        values = slot_values(load_split("train", "cleaned", source))
-    except SuperloraError as exc:
-        if data:  # asked for explicitly: say so
-            raise
-        log.warning("E2E data unavailable (%s); using the built-in slot values", exc)
-        return {slot: list(values) for slot, values in FALLBACK_VALUES.items()}
-    log.info("E2E slot values from %s in %.1f s", source, time.perf_counter() - started)
-    return {slot: values.get(slot, FALLBACK_VALUES[slot]) for slot in FALLBACK_VALUES}
+# Super-weight reports
 
 
 def _row(record: dict, proven: bool) -> dict:

@@ -1,29 +1,34 @@
-"""``superlora data check``: load and validate E2E splits, print what is there."""
+"""``superlora data check``: load and validate a task's data, every row, and print what is there."""
 
 from __future__ import annotations
 
 import argparse
 
-from superlora.verb import add_verb
+from superlora.verb import add_recipe_argument, add_verb
 
 EPILOG = """examples:
-  superlora data check --data ../shared/data/e2e              # every split of both variants
-  superlora data check --data ../shared/data/e2e --variant cleaned --split test
-  SUPERLORA_E2E_DIR=../shared/data/e2e superlora data check   # the folder from the environment
-  superlora data check                                         # the Hugging Face Hub (needs internet)
+  superlora data check --data E2E_DIR                        # E2E: every split of both variants
+  superlora data check --data E2E_DIR --variant cleaned --split test
+  superlora data check configs/chat/gsm8k-lora.yaml           # the chat recipe's sources and test set
+  superlora data check task.name=chat task.sources='[{path: my.jsonl, format: messages}]'
+  SUPERLORA_E2E_DIR=E2E_DIR superlora data check             # the E2E folder from the environment
 
-A malformed row stops the check with one line naming the file and line number."""
+E2E_DIR is a folder holding the E2E release (original/ and cleaned/). A malformed row stops the check
+with one line naming the file and line number."""
 
 
 def check(args: argparse.Namespace) -> int:
-    from superlora.data.e2e import SPLITS, VARIANTS, group_references, load_split
+    from superlora.config import load_config, split_recipe
+    from superlora.tasks import get_task
+    from superlora.training.config import TrainConfig
 
-    print(f"{'variant':<9} {'split':<11} {'rows':>7} {'MRs':>6} {'ref groups':>11}")
-    for variant in [args.variant] if args.variant else VARIANTS:
-        for split in [args.split] if args.split else SPLITS:
-            examples = load_split(split, variant, args.data)
-            mrs = len({ex.mr for ex in examples})
-            print(f"{variant:<9} {split:<11} {len(examples):>7,} {mrs:>6,} {len(group_references(examples)):>11,}")
+    path, overrides = split_recipe(args.items)
+    if args.data:
+        overrides.append(f"task.source={args.data}")
+    task = get_task(load_config(TrainConfig, path, overrides).task)
+    task.check()
+    filters = {k: v for k, v in (("variant", args.variant), ("split", args.split)) if v}
+    print("\n".join(task.describe_data(**filters)))
     return 0
 
 
@@ -31,9 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_verb(
         subparsers,
         "data",
-        help="validate the E2E data and count rows, MRs and reference groups",
-        description="E2E data comes from --data DIR (a folder with original/ and cleaned/), "
-        "else $SUPERLORA_E2E_DIR, else the Hugging Face Hub.",
+        help="validate a task's data (E2E by default) and count what is there",
+        description="Load every row of the task's data with the checks training applies. E2E data come from "
+        "--data DIR (a folder with original/ and cleaned/), else $SUPERLORA_E2E_DIR, else the Hugging Face Hub.",
         epilog=EPILOG,
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -43,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", help="folder holding original/ and cleaned/ (default: $SUPERLORA_E2E_DIR or the Hub)")
-    p.add_argument("--variant", choices=["original", "cleaned"], help="only this variant")
-    p.add_argument("--split", choices=["train", "validation", "test"], help="only this split")
+    add_recipe_argument(p, help="a training recipe (for its task) and/or key=value overrides")
+    p.add_argument("--data", help="E2E: folder holding original/ and cleaned/ (same as task.source=DIR)")
+    p.add_argument("--variant", choices=["original", "cleaned"], help="E2E: only this variant")
+    p.add_argument("--split", choices=["train", "validation", "test"], help="E2E: only this split")
     p.set_defaults(func=check)

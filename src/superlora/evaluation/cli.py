@@ -1,4 +1,4 @@
-"""``superlora score`` and ``superlora evaluate``: official E2E metrics, SER, and decoding.
+"""``superlora score`` (the official E2E metrics and SER of a system output) and ``superlora evaluate``.
 
 ``cli.VERBS`` lists this module under both verbs, so ``register`` adds whichever of the two
 sub-parsers is not there yet and may be called twice.
@@ -11,9 +11,8 @@ import json
 import re
 from pathlib import Path
 
-from superlora.errors import SuperloraError
-from superlora.evaluation.evaluate import score_outputs, write_outputs
-from superlora.verb import add_verb
+from superlora.evaluation.decode import DecodeConfig
+from superlora.verb import add_recipe_argument, add_verb
 
 SCORE_EPILOG = """examples:
   superlora score data/e2e/original/testset_w_refs.csv outputs.tsv
@@ -25,29 +24,21 @@ REFS is an E2E CSV (references grouped by MR, by orig_mr for the cleaned test se
 header MR<TAB>output (rows matched by MR) or plain text with one output per MR in the references' order."""
 
 EVALUATE_EPILOG = """examples:
-  superlora evaluate --model smollm2-135m --limit 20                # quick look at the base model
-  superlora evaluate --model smollm2-135m --adapter runs/my-run      # a training run (its adapter/ folder)
-  superlora evaluate --model smollm2-135m --adapter runs/my-run --variant cleaned --out evals/cleaned
-  superlora evaluate --model smollm2-135m --beams 4 --threads 1   # faster; not the paper protocol
+  superlora evaluate limit=20                                        # quick look at the default base model (E2E)
+  superlora evaluate --adapter runs/my-run                           # a run: its model, task and template
+  superlora evaluate --adapter runs/my-run task.source=E2E_DIR decode.num_beams=4 limit=100
+  superlora evaluate configs/chat/gsm8k-lora.yaml --adapter runs/gsm8k-lora limit=200   # a chat run
+  superlora evaluate model=smollm2-135m task.eval_variant=cleaned out=evals/cleaned
 
-Writes outputs.tsv (MR<TAB>output), scores.json, slot_errors.tsv and summary.md to --out."""
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "skipped" if value is None else f"{value:.{digits}f}"
-
-
-def _score_lines(scores: dict, ser: dict) -> list[str]:
-    lines = [f"{name:<8} {_fmt(scores[name])}" for name in ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")]
-    lines.append(
-        f"{'SER':<8} {ser['SER'] * 100:.2f}%  (missing {ser['missing']}, wrong {ser['wrong']}, "
-        f"added {ser['added']} of {ser['slots']} slots)"
-    )
-    return lines
+Settings are the keys of the evaluate recipe (model, adapter, task.*, split, limit, decode.*, threads, out,
+skip_meteor, python_nist); a training recipe can be given for its model and task. Unset decode.* keys take
+the task's protocol (E2E: beam 10, length penalty 0.9, no repeated 4-grams; chat: greedy).
+Writes the task's outputs (E2E: outputs.tsv, slot_errors.tsv), scores.json and summary.md to out."""
 
 
 def run_score(args: argparse.Namespace) -> int:
     from superlora.evaluation.inputs import load_scoring_set
+    from superlora.tasks.e2e.score import score_lines, score_outputs
 
     data = load_scoring_set(args.refs, args.hyps)
     result = score_outputs(data.mrs, data.refs, data.hyps, args.python_nist, args.skip_meteor)
@@ -55,7 +46,7 @@ def run_score(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"refs": str(args.refs), "hyps": str(args.hyps), **result}, indent=2, ensure_ascii=False))
         return 0
-    print("\n".join(_score_lines(result["metrics"], result["ser"])))
+    print("\n".join(score_lines(result["metrics"], result["ser"])))
     for note in result["notes"]:
         print(f"note: {note}")
     return 0
@@ -69,92 +60,140 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(text).name or text).strip("-") or "model"
 
 
-def _default_out(args: argparse.Namespace) -> Path:
-    suffix = f"{args.split}" + (f"-limit{args.limit}" if args.limit else "")
-    if args.adapter:
-        return Path(args.adapter) / f"eval-{suffix}"
-    return Path("evals") / f"{_slug(args.model)}-{args.variant}-{suffix}"
+def _default_out(cfg, run: Path | None) -> Path:
+    suffix = f"{cfg.split}" + (f"-limit{cfg.limit}" if cfg.limit else "")
+    if cfg.adapter:
+        return Path(cfg.adapter) / f"eval-{suffix}"
+    what = cfg.task.eval_variant if cfg.task.name == "e2e" else cfg.task.name
+    return Path("evals") / f"{_slug(cfg.model)}-{what}-{suffix}"
 
 
-def _summary(args, report: dict, outputs: list[str], mrs: list[str]) -> str:
+def _summary(cfg, task, report: dict, items: list, outputs: list[str]) -> str:
     decode = report["decode"]
+    values = task.values(report)
+    how = (
+        "greedy"
+        if decode["num_beams"] == 1
+        else f"beam {decode['num_beams']}, length penalty {decode['length_penalty']}"
+    )
     lines = [
-        f"# E2E evaluation: {args.model}" + (f" + {args.adapter}" if args.adapter else ""),
+        f"# {task.name} evaluation: {cfg.model}" + (f" + {cfg.adapter}" if cfg.adapter else ""),
         "",
-        f"{report['count']} MRs of the {args.variant} {args.split} split; beam {decode['num_beams']}, "
-        f"length penalty {decode['length_penalty']}, no-repeat n-gram {decode['no_repeat_ngram_size']}, "
-        f"max {decode['max_new_tokens']} new tokens.",
+        f"{task.describe_evaluation(report['count'], cfg.split, DecodeConfig(**decode))}; {how}, "
+        f"no-repeat n-gram {decode['no_repeat_ngram_size']}, max {decode['max_new_tokens']} new tokens.",
         f"Decoding took {report['decode_seconds']:.0f} s "
-        f"({report['decode_seconds'] / max(report['count'], 1):.2f} s/MR), "
-        f"scoring {report['scoring_seconds']:.0f} s.",
+        f"({report['decode_seconds'] / max(report['count'], 1):.2f} s/item).",
         "",
         "| metric | score |",
         "|---|---|",
     ]
-    lines += [f"| {name} | {_fmt(value)} |" for name, value in report["metrics"].items()]
-    ser = report["ser"]
-    lines.append(
-        f"| SER | {ser['SER'] * 100:.2f}% ({ser['missing']} missing, {ser['wrong']} wrong, {ser['added']} added) |"
-    )
-    lines += ["", "Metrics follow the official e2e-metrics scorer; SER is rule-based (see slot_errors.tsv).", ""]
-    lines += ["First outputs:", ""]
-    lines += [f"- `{mr}`  \n  {out or '(empty)'}" for mr, out in list(zip(mrs, outputs, strict=True))[:3]]
+    lines += [f"| {m.name} | {m.format(values.get(m.name))} |" for m in task.metrics]
+    lines += ["", "First outputs:", ""]
+    lines += [
+        f"- `{item.key[:200]}`  \n  {out[:400] or '(empty)'}"
+        for item, out in list(zip(items, outputs, strict=True))[:3]
+    ]
     return "\n".join(lines) + "\n"
 
 
+def evaluate_config(args: argparse.Namespace):
+    """The EvaluateConfig of ``[RECIPE] [key=value ...]`` and the flags, and the adapter's run folder (or None).
+
+    Defaults, each refined by the next: the adapter run's model and task (run.json), the recipe (an evaluate
+    recipe, or a training recipe of which the model and task are taken), the overrides and flags.
+    """
+    import dataclasses
+
+    from superlora.config import _merge, load_config, parse_overrides, read_recipe, split_recipe
+    from superlora.evaluation.config import EvaluateConfig
+    from superlora.evaluation.decode import resolve_adapter
+    from superlora.training import rundir
+    from superlora.training.config import TrainConfig
+
+    path, overrides = split_recipe(args.items)
+    overrides += [
+        f"{flag}={getattr(args, flag)}"
+        for flag in ("model", "adapter", "limit", "out")
+        if getattr(args, flag) is not None
+    ]
+    overrides += [f"{flag}=true" for flag in ("skip_meteor", "python_nist") if getattr(args, flag)]
+    recipe = read_recipe(path) if path else {}
+    own = {f.name for f in dataclasses.fields(EvaluateConfig)}
+    if set(recipe) & ({f.name for f in dataclasses.fields(TrainConfig)} - own):  # a training recipe: its model, task
+        recipe = TrainConfig.migrate(recipe)
+        recipe = {k: recipe[k] for k in ("model", "task", "trust_remote_code") if k in recipe}
+    given = _merge(recipe, parse_overrides(overrides))
+    run = None
+    if given.get("adapter"):
+        folder = resolve_adapter(given["adapter"])
+        run = folder.parent if folder.name == "adapter" and (folder.parent / "run.json").is_file() else None
+    defaults: dict = {}
+    if run is not None:
+        found = rundir.open_run(run)
+        task = (found.meta or {}).get("task") or rundir._task_from_old_config(found.config or {})
+        wanted = given.get("task", {}).get("name") if isinstance(given.get("task"), dict) else None
+        defaults = {"model": found.config.get("model")} | ({"task": task} if wanted in (None, task.get("name")) else {})
+    cfg = load_config(EvaluateConfig, None, overrides, defaults=_merge(defaults, recipe))
+    if cfg.model is None:
+        from superlora.models.aliases import DEFAULT_MODEL
+
+        cfg = dataclasses.replace(cfg, model=DEFAULT_MODEL)
+    return cfg, run
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
-    from superlora.data.e2e import group_references, load_split
     from superlora.evaluation import coco
-    from superlora.evaluation.decode import DecodeConfig, attach_adapter, resolve_adapter, timed_generate
-
-    if args.limit is not None and args.limit < 1:
-        raise SuperloraError("--limit must be at least 1")
-    if not args.skip_meteor:
-        coco.require_java("METEOR")  # fail before a long decode, not after
-    if args.adapter:
-        resolve_adapter(args.adapter)
-    groups = group_references(load_split(args.split, args.variant, source=args.data))
-    if args.limit:
-        groups = groups[: args.limit]
-    mrs = [mr for mr, _ in groups]
-    refs = [r for _, r in groups]
-    config = DecodeConfig(
-        num_beams=args.beams,
-        length_penalty=args.length_penalty,
-        no_repeat_ngram_size=args.no_repeat_ngram_size,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-    )
-    out = Path(args.out) if args.out else _default_out(args)
-    out.mkdir(parents=True, exist_ok=True)
-
-    from superlora.evaluation.decode import set_decode_threads
+    from superlora.evaluation.decode import attach_adapter, resolve_adapter, set_decode_threads
+    from superlora.evaluation.evaluate import evaluate, write_report
     from superlora.models import load_model
+    from superlora.tasks import get_task
+    from superlora.tasks.base import ScoreOptions
+    from superlora.training import rundir
 
-    threads = set_decode_threads(args.threads or "auto")
-    print(f"decoding {len(mrs)} MRs (beam {config.num_beams}, fp32, {threads})", flush=True)
-    loaded = load_model(args.model)
-    model = attach_adapter(loaded.model, args.adapter) if args.adapter else loaded.model
-    outputs, seconds = timed_generate(model, loaded.tokenizer, mrs, config, show_progress=not args.quiet)
+    cfg, run = evaluate_config(args)
+    task = get_task(cfg.task)
+    task.check()
+    if task.name == "e2e" and not cfg.skip_meteor:
+        coco.require_java("METEOR")  # fail before a long decode, not after
+    items = task.eval_items(cfg.split, cfg.limit)
+    template = rundir.open_run(run).template() if run is not None else task.template()
+    decode = cfg.decode.resolved(task.decode_defaults())
+    out = Path(cfg.out) if cfg.out else _default_out(cfg, run)
 
-    result = score_outputs(mrs, refs, outputs, args.python_nist, args.skip_meteor)
-    write_outputs(out, mrs, outputs, result.pop("_ser_examples"))
+    threads = set_decode_threads(cfg.threads)
+    print(
+        f"decoding {len(items)} {cfg.split} items of task {task.name} (beam {decode.num_beams}, fp32, {threads})",
+        flush=True,
+    )
+    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    if run is not None:
+        rundir.check_same_base(rundir.open_run(run).meta, rundir.base_fingerprint(loaded.model), cfg.model, run)
+    model = attach_adapter(loaded.model, cfg.adapter) if cfg.adapter else loaded.model
+    report, outputs = evaluate(
+        task,
+        model,
+        loaded.tokenizer,
+        items,
+        decode,
+        template,
+        ScoreOptions(cfg.python_nist, cfg.skip_meteor),
+        cfg.max_length,
+        show_progress=not args.quiet,
+    )
     report = {
-        "model": args.model,
+        "model": cfg.model,
         "model_source": loaded.source,
-        "adapter": str(resolve_adapter(args.adapter)) if args.adapter else None,
-        "split": args.split,
-        "variant": args.variant,
-        "count": len(mrs),
-        "decode": config.to_dict(),
+        "adapter": str(resolve_adapter(cfg.adapter)) if cfg.adapter else None,
+        "task": task.name,
+        "split": cfg.split,
+        **({"variant": cfg.task.eval_variant} if task.name == "e2e" else {}),
         "threads": threads,
-        "decode_seconds": round(seconds, 2),
-        **result,
+        **report,
     }
-    (out / "scores.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "summary.md").write_text(_summary(args, report, outputs, mrs), encoding="utf-8")
-    print("\n".join(_score_lines(report["metrics"], report["ser"])))
-    print(f"decoded {len(mrs)} MRs in {seconds:.1f} s; wrote {out}/outputs.tsv, scores.json, summary.md")
+    public = write_report(task, out, items, outputs, report)
+    (out / "summary.md").write_text(_summary(cfg, task, public, items, outputs), encoding="utf-8")
+    print("\n".join(task.score_lines(public)))
+    print(f"decoded {len(items)} items in {report['decode_seconds']:.1f} s; wrote {out}/scores.json, summary.md")
     return 0
 
 
@@ -172,8 +211,6 @@ def _add_scoring_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from superlora.data.e2e import SPLITS, VARIANTS
-
     if "score" not in subparsers.choices:
         p = add_verb(
             subparsers,
@@ -189,32 +226,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         _add_scoring_flags(p)
         p.set_defaults(func=run_score)
     if "evaluate" not in subparsers.choices:
-        from superlora.models.aliases import DEFAULT_MODEL
-
         p = add_verb(
             subparsers,
             "evaluate",
-            help="decode E2E MRs with beam search, then score the outputs (official metrics + SER)",
-            description="Generate one description per E2E MR with batched beam search (LoRA paper protocol by "
-            "default), write them as a challenge TSV and score them. With --variant cleaned the inputs are the "
-            "original MRs (orig_mr), since that is how the cleaned test references are grouped for scoring.",
+            help="decode a task's test items with the base model or a run's adapter, then score them",
+            description="Generate one output per evaluation item of the task (E2E: each test MR, beam search by the "
+            "LoRA paper's protocol; chat: the last user turn of each test conversation, greedy), write them and "
+            "score them with the task's metrics. An adapter run brings its model, task and prompt template.",
             epilog=EVALUATE_EPILOG,
         )
-        p.add_argument(
-            "--model", default=DEFAULT_MODEL, help=f"alias, folder, .gguf or Hub id (default {DEFAULT_MODEL})"
-        )
+        add_recipe_argument(p, help="an evaluate or training recipe and/or key=value overrides")
         p.add_argument("--adapter", help="LoRA adapter: a training run folder (with adapter/) or the adapter folder")
-        p.add_argument("--split", default="test", choices=SPLITS, help="E2E split to decode (default test)")
-        p.add_argument("--variant", default="original", choices=VARIANTS, help="E2E release (default original)")
-        p.add_argument("--data", help="local E2E folder with original/ and cleaned/ (default: $SUPERLORA_E2E_DIR)")
-        p.add_argument("--limit", type=int, help="decode only the first N MRs")
-        p.add_argument("--out", help="output folder (default: RUN/eval-SPLIT with --adapter, else evals/...)")
-        p.add_argument("--beams", type=int, default=10, help="beam size (default 10)")
-        p.add_argument("--length-penalty", type=float, default=0.9, help="beam length penalty (default 0.9)")
-        p.add_argument("--no-repeat-ngram-size", type=int, default=4, help="forbid repeated n-grams (default 4)")
-        p.add_argument("--max-new-tokens", type=int, default=64, help="longest output in tokens (default 64)")
-        p.add_argument("--batch-size", type=int, default=8, help="MRs decoded together (default 8)")
-        p.add_argument("--threads", type=int, help="torch CPU threads (default: the cores no other job keeps busy)")
+        p.add_argument("--model", help="alias, folder, .gguf or Hub id (default: the run's, else smollm2-135m)")
+        p.add_argument("--limit", type=int, help="decode only the first N items (same as limit=N)")
+        p.add_argument("--out", help="output folder (default: RUN/eval-SPLIT with an adapter run, else evals/...)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         _add_scoring_flags(p)
         p.set_defaults(func=run_evaluate)

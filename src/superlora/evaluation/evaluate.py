@@ -1,45 +1,65 @@
-"""Scoring and writing one set of outputs: shared by ``superlora evaluate`` and ``superlora study``."""
+"""One ``evaluate()`` for the verb, the study and the app: decode a task's items, score, and (for tasks that
+have it) the held-out loss of the references, teacher-forced the way training computes it."""
 
 from __future__ import annotations
 
-import csv
-import time
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from superlora.errors import SuperloraError
+from superlora.evaluation.decode import DecodeConfig, timed_generate
+from superlora.evaluation.loss import mean_token_loss
+from superlora.tasks.base import EvalItem, ScoreOptions, Task
+
+if TYPE_CHECKING:
+    from superlora.data.templates import Template
 
 
-def score_outputs(
-    mrs: list[str], refs: list[list[str]], outputs: list[str], python_nist: bool = False, skip_meteor: bool = False
-) -> dict:
-    """The five metrics and SER as a JSON-ready dict; ``_ser_examples`` holds the per-output checks."""
-    from superlora.evaluation.metrics import score_corpus
-    from superlora.evaluation.ser import slot_error_rate
-
-    started = time.perf_counter()
-    corpus = score_corpus(refs, outputs, python_nist=python_nist, skip_meteor=skip_meteor)
-    ser = slot_error_rate(mrs, outputs)
-    return {
-        "metrics": corpus.metrics(),
-        "ser": ser.summary(),
-        "outputs": corpus.outputs,
-        "mteval": corpus.mteval,
-        "ptb_tokenizer": corpus.ptb_tokenizer,
-        "notes": corpus.notes,
-        "scoring_seconds": round(time.perf_counter() - started, 2),
-        "_ser_examples": ser.examples,
-    }
+def heldout_loss(
+    model, tokenizer, task: Task, template: Template, samples: list, max_length: int, batch_size: int = 4
+) -> dict[str, float]:
+    """The training loss (its mask, no label smoothing) of held-out samples, and its perplexity."""
+    rows = [r for r in (task.tokenize(tokenizer, template, s, max_length) for s in samples) if r is not None]
+    if not rows:
+        raise SuperloraError("no held-out sample has a token to score within max_length")
+    return mean_token_loss(model, rows, template.pad_id(tokenizer), batch_size)
 
 
-def write_outputs(out: Path, mrs: list[str], outputs: list[str], checks: list | None = None) -> None:
-    """``outputs.tsv`` (challenge format: MR<TAB>output) and, given the checks, ``slot_errors.tsv``."""
-    with (out / "outputs.tsv").open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        writer.writerow(["MR", "output"])
-        writer.writerows(zip(mrs, outputs, strict=True))
-    if checks is None:
-        return
-    with (out / "slot_errors.tsv").open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        writer.writerow(["MR", "output", "missing", "wrong", "added"])
-        for mr, output, check in zip(mrs, outputs, checks, strict=True):
-            if check.errors:
-                writer.writerow([mr, output, "; ".join(check.missing), "; ".join(check.wrong), "; ".join(check.added)])
+def evaluate(
+    task: Task,
+    model,
+    tokenizer,
+    items: list[EvalItem],
+    decode: DecodeConfig,
+    template: Template | None = None,
+    options: ScoreOptions | None = None,
+    max_length: int = 1024,
+    show_progress: bool = True,
+) -> tuple[dict, list[str]]:
+    """Generate for every item, score, and add the held-out loss where the task has one.
+
+    Returns (report, outputs); the report holds ``count``, ``decode``, ``decode_seconds`` and the task's
+    scores (keys starting with ``_`` are per-output checks for ``Task.write_outputs``).
+    """
+    template = template or task.template()
+    decode = decode.resolved(task.decode_defaults())
+    outputs, seconds = timed_generate(model, tokenizer, [i.prompt for i in items], decode, template, show_progress)
+    scores = task.score(items, outputs, options or ScoreOptions())
+    if task.teacher_forced_loss:
+        loss = heldout_loss(model, tokenizer, task, template, [i.sample for i in items], max_length)
+        scores["metrics"] = {**scores["metrics"], "loss": loss["loss"], "perplexity": loss["perplexity"]}
+        scores["loss_tokens"] = loss["tokens"]
+    report = {"count": len(items), "decode": decode.to_dict(), "decode_seconds": round(seconds, 2), **scores}
+    return report, outputs
+
+
+def write_report(task: Task, out: Path, items: list[EvalItem], outputs: list[str], report: dict[str, Any]) -> dict:
+    """The task's output files and ``scores.json`` (without the per-output checks) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    task.write_outputs(out, items, outputs, report)
+    public = {k: v for k, v in report.items() if not k.startswith("_")}
+    tmp = out / "scores.json.tmp"
+    tmp.write_text(json.dumps(public, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(out / "scores.json")
+    return public

@@ -45,7 +45,7 @@ def _quote(text: str) -> str:
 
 def read_references(path: str | Path) -> list[tuple[str, list[str]]]:
     """(MR, references) groups of an E2E CSV; grouped by ``orig_mr`` when the file has that column."""
-    from superlora.data.e2e import _read_csv, group_references
+    from superlora.tasks.e2e.data import _read_csv, group_references
 
     path = Path(path)
     if not path.is_file():

@@ -13,14 +13,19 @@ ARMS = ("base", "all", "superweights", "random", "first", "last")
 
 @dataclass
 class EvalConfig:
-    """How every arm is decoded and scored (the same for all arms)."""
+    """How every arm is decoded and scored (the same for all arms); what is decoded is the task's."""
 
     split: str = "test"
-    variant: str = "original"  # the official test set: 630 MRs with their references
-    limit: int | None = None  # first N MRs (None: all 630)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)  # LoRA paper protocol by default
+    limit: int | None = None  # first N items (None: all; E2E: 630 test MRs)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # unset fields: the task's protocol
     threads: int | Literal["auto"] | None = "auto"  # torch threads while decoding; auto: as training chooses them
-    skip_meteor: bool = False  # METEOR needs Java; the other four metrics do not
+    skip_meteor: bool = False  # E2E: METEOR needs Java; the other four metrics do not
+    python_nist: bool = False  # E2E: BLEU/NIST as the official scorer's -p mode
+    max_length: int = 1024  # tokens of a held-out sample for its teacher-forced loss (chat)
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"eval.limit must be >= 1, got {self.limit}")
 
 
 @dataclass
@@ -37,6 +42,19 @@ class StudyConfig:
     runs_dir: str = "runs/study"  # training runs (checkpoints, adapters): large, not committed
     out: str = "results/study"  # scores, tables, plots: small, committed
     readme: str | None = "README.md"  # section between the study markers is regenerated
+    name: str | None = None  # the README markers' name (study:NAME:begin); None: the E2E study's markers
+
+    @staticmethod
+    def migrate(data: dict) -> dict:
+        """Before tasks, ``eval.variant`` chose the E2E test release; it is the task's ``eval_variant`` now."""
+        e = data.get("eval")
+        if isinstance(e, dict) and "variant" in e:
+            e = dict(e)
+            train = dict(data.get("train") or {})
+            task = dict(train.get("task") or {"name": "e2e"})
+            task.setdefault("eval_variant", e.pop("variant"))
+            data = {**data, "eval": e, "train": {**train, "task": task}}
+        return data
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.arms if a not in ARMS]

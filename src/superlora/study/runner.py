@@ -53,27 +53,34 @@ def train_arm(cfg: StudyConfig, arm: str) -> Path:
 
 
 def evaluate_arm(cfg: StudyConfig, arm: str, run: Path | None) -> dict:
-    """Decode the test MRs with the arm's model and score them (five metrics + SER)."""
-    from superlora.data.e2e import group_references, load_split
-    from superlora.evaluation.decode import attach_adapter, timed_generate
-    from superlora.evaluation.evaluate import score_outputs, write_outputs
+    """Decode the task's evaluation items with the arm's model and score them (``evaluation.evaluate``)."""
+    from superlora.evaluation.decode import attach_adapter
+    from superlora.evaluation.evaluate import evaluate
     from superlora.models import load_model
+    from superlora.tasks import get_task
+    from superlora.tasks.base import ScoreOptions
 
     e = cfg.eval
-    groups = group_references(load_split(e.split, e.variant, cfg.train.data.source))
-    groups = groups[: e.limit] if e.limit else groups
-    mrs, refs = [mr for mr, _ in groups], [r for _, r in groups]
+    task = get_task(cfg.train.task)
+    items = task.eval_items(e.split, e.limit)
     loaded = load_model(cfg.train.model, trust_remote_code=cfg.train.trust_remote_code)
     model = attach_adapter(loaded.model, run / "adapter") if run is not None else loaded.model
-    decode = e.decode
+    decode = e.decode.resolved(task.decode_defaults())
     threads = set_decode_threads(e.threads)
-    _say(f"{arm}: decoding {len(mrs)} test MRs (beam {decode.num_beams}, fp32, {threads})")
-    outputs, seconds = timed_generate(model, loaded.tokenizer, mrs, decode)
+    _say(f"{arm}: decoding {len(items)} {e.split} items (beam {decode.num_beams}, fp32, {threads})")
+    report, outputs = evaluate(
+        task,
+        model,
+        loaded.tokenizer,
+        items,
+        decode,
+        options=ScoreOptions(e.python_nist, e.skip_meteor),
+        max_length=e.max_length,
+    )
     arm_dir = Path(cfg.out) / "arms" / arm
     arm_dir.mkdir(parents=True, exist_ok=True)
-    scores = score_outputs(mrs, refs, outputs, skip_meteor=e.skip_meteor)
-    write_outputs(arm_dir, mrs, outputs, scores.pop("_ser_examples"))
-    return {"arm": arm, "decode": decode.to_dict(), "decode_seconds": round(seconds, 2), **scores}
+    task.write_outputs(arm_dir, items, outputs, report)
+    return {"arm": arm, "task": task.name, **{k: v for k, v in report.items() if not k.startswith("_")}}
 
 
 def identify_once(cfg: StudyConfig) -> StudyConfig:
@@ -104,6 +111,10 @@ def run_study(cfg: StudyConfig) -> dict:
         cfg = identify_once(cfg)
     (out / "study.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     started = time.perf_counter()
+    from superlora.tasks import get_task
+
+    task = get_task(cfg.train.task)
+    task.check()
     for arm in cfg.arms:
         arm_dir = out / "arms" / arm
         if (arm_dir / "scores.json").is_file():
@@ -117,7 +128,7 @@ def run_study(cfg: StudyConfig) -> dict:
         tmp = arm_dir / "scores.json.tmp"
         tmp.write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
         tmp.replace(arm_dir / "scores.json")  # last: marks the arm finished
-        _say(f"{arm}: BLEU {scores['metrics']['BLEU']:.4f}, SER {100 * scores['ser']['SER']:.2f}%")
+        _say(f"{arm}: " + ", ".join(line.strip() for line in task.score_lines(scores)))
     report = write_report(cfg)
     _say(f"finished in {time.perf_counter() - started:.0f} s; results in {out}")
     return report

@@ -244,7 +244,7 @@ def reference_arguments(cfg: TrainConfig, out: str, max_steps: int) -> Any:
     import torch
     from transformers import TrainingArguments
 
-    from superlora.training.trainer import optim_arguments
+    from superlora.training.hf import optim_arguments
 
     return TrainingArguments(
         output_dir=out,
@@ -265,28 +265,27 @@ def run_arm(arm: Arm, ctx: Context) -> dict[str, Any]:
     import torch
     from transformers import PrinterCallback, ProgressCallback, Trainer
 
+    from superlora.data.collate import PadCollator
     from superlora.models import load_model
+    from superlora.tasks import get_task
     from superlora.training.config import SpeedConfig
+    from superlora.training.hf import AtomicCheckpointTrainer, training_arguments
+    from superlora.training.plan import Plan, resolve_device
     from superlora.training.speed import speed_setup
-    from superlora.training.trainer import (
-        AtomicCheckpointTrainer,
-        PadCollator,
-        Plan,
-        attach_lora,
-        resolve_device,
-        training_arguments,
-    )
+    from superlora.training.trainer import attach_lora
 
     cfg, max_steps = ctx.cfg, ctx.warmup + ctx.steps
     release_memory()
     torch.set_num_threads(ctx.default_threads)
     loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     with tempfile.TemporaryDirectory(prefix="superlora-bench-") as tmp:
-        plan = Plan(cfg, Path(tmp), loaded, "", ctx.blocks, ctx.targets, ctx.dataset, None)
+        task = get_task(cfg.task)
+        template = task.template()
+        plan = Plan(cfg, Path(tmp), loaded, "", ctx.blocks, ctx.targets, ctx.dataset, None, task, template)
         model = attach_lora(plan)
         if ctx.flops is None:
             ctx.flops = flop_model(model, loaded)
-        collator = RecordingCollator(PadCollator(loaded.tokenizer.pad_token_id))
+        collator = RecordingCollator(PadCollator(template.pad_id(loaded.tokenizer)))
         clock = step_clock()
         if arm.speed is None:
             args = reference_arguments(cfg, tmp, max_steps)
@@ -391,16 +390,16 @@ def quiet() -> None:
 
 
 def bench_examples(cfg: TrainConfig, tokenizer: Any, count: int, pool: int) -> tuple[list[dict], list[int]]:
-    """``count`` examples drawn at random (seeded) from the recipe's split, tokenized, and the lengths of
-    ``pool`` examples drawn the same way (at most the split; for the full-epoch padding figures)."""
-    from superlora.data.e2e import load_split, tokenize_example
+    """``count`` examples drawn at random (seeded) from the task's training samples, tokenized, and the lengths
+    of ``pool`` examples drawn the same way (at most all of them; for the full-epoch padding figures)."""
+    from superlora.tasks import get_task
 
-    examples = load_split(cfg.data.split, cfg.data.variant, cfg.data.source)
-    if cfg.data.limit is not None:
-        examples = examples[: cfg.data.limit]
+    task = get_task(cfg.task)
+    template = task.template()
+    examples = task.train_samples(cfg.data.limit)
     count = min(count, len(examples))
     chosen = random.Random(cfg.seed).sample(examples, max(count, min(pool, len(examples))))
-    rows = [tokenize_example(tokenizer, ex.mr, ex.ref, cfg.data.max_length) for ex in chosen]
+    rows = [r for r in (task.tokenize(tokenizer, template, ex, cfg.data.max_length) for ex in chosen) if r]
     return rows[:count], [len(r["input_ids"]) for r in rows]
 
 
@@ -539,8 +538,8 @@ def format_table(result: dict[str, Any]) -> str:
 def decide_auto(cfg: TrainConfig, loaded: LoadedModel, rows: int) -> dict[str, Any]:
     """The recipe's ``auto`` switches decided as a run would decide them here, and whether bf16 pays at all."""
     from superlora.machine import choose_bf16, choose_threads, model_shapes
+    from superlora.training.plan import resolve_device
     from superlora.training.speed import resolve_attention
-    from superlora.training.trainer import resolve_device
 
     device = resolve_device(cfg.device)
     threads = choose_threads(cfg.speed.threads)
@@ -572,9 +571,9 @@ def bench(
     """
     import torch
 
+    from superlora.data.collate import TokenizedRows
     from superlora.models import load_model
     from superlora.training.layers import default_targets, select_blocks, target_module_names
-    from superlora.training.trainer import TokenizedRows
 
     default_threads = torch.get_num_threads()
     loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
@@ -673,7 +672,7 @@ def bench(
 # Command line
 
 EPILOG = """examples:
-  superlora bench configs/e2e-lora.yaml data.source=../shared/data/e2e          # all arms, 3 repeats
+  superlora bench configs/e2e-lora.yaml task.source=E2E_DIR                    # all arms, 3 repeats
   superlora bench configs/e2e-lora.yaml --steps 6 --repeats 3 --out results/bench/smollm2-135m-CPU.json
   superlora bench configs/e2e-lora.yaml --arms recipe,bf16 --steps 5 --repeats 1  # the reference always runs
 

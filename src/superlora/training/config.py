@@ -1,4 +1,4 @@
-"""The training recipe: every knob of ``superlora train`` as typed, validated dataclasses.
+"""The training recipe: every knob of ``superlora train`` as typed, validated dataclasses; ``task:`` is the task's own.
 
 Defaults follow the LoRA paper's E2E recipe (Hu et al. 2021, table 11): rank 4, alpha 32,
 query/value projections, dropout 0.1, AdamW lr 2e-4, weight decay 0.01, linear schedule
@@ -10,18 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from superlora.errors import SuperloraError
+from superlora.tasks import DefaultTask, TaskSection
+
 LayerStrategy = Literal["all", "superweights", "random", "first", "last"]
 
 
 @dataclass
 class DataConfig:
-    """Which E2E rows to train on and how long a tokenized example may be."""
+    """How many of the task's training samples to use and how long a tokenized one may be."""
 
-    source: str | None = None  # folder holding original/ and cleaned/; None: $SUPERLORA_E2E_DIR, then the Hub
-    variant: Literal["original", "cleaned"] = "cleaned"
-    split: Literal["train", "validation", "test"] = "train"
-    limit: int | None = None  # first N rows (None: all)
-    max_length: int = 128  # prompt + reference tokens; E2E examples are ~60 tokens with most tokenizers
+    limit: int | None = None  # first N samples (None: all)
+    max_length: int = 128  # prompt + target tokens; E2E examples are ~60 tokens with most tokenizers
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -126,6 +126,7 @@ class TrainConfig:
     model: str = "smollm2-135m"
     trust_remote_code: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when a GPU is visible, else the CPU
+    task: TaskSection = field(default_factory=DefaultTask)  # what is learnt; superlora.tasks lists them
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     layers: LayerStrategy | list[int] = "all"
@@ -136,8 +137,25 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     log_every: int = 10
+    eval_every: int = 0  # steps between held-out losses (tasks with held-out samples; 0: only at the end)
     output_dir: str = "runs/e2e-lora"
     resume: bool = False
+
+    @staticmethod
+    def migrate(data: dict) -> dict:
+        """Recipes and runs from before tasks existed kept E2E's data keys in ``data:``; they live in ``task:``."""
+        old = data.get("data")
+        if isinstance(old, dict) and any(k in old for k in ("source", "variant", "split")):
+            task = dict(data.get("task") or {"name": "e2e"})
+            old = dict(old)
+            for key in ("source", "variant", "split"):
+                if key in old:
+                    value = old.pop(key)
+                    if key in task and task[key] != value:
+                        raise SuperloraError(f"data.{key} is task.{key} now; give only task.{key}")
+                    task[key] = value
+            data = {**data, "data": old, "task": task}
+        return data
 
     def __post_init__(self) -> None:
         if self.count is not None and self.count < 1:
@@ -146,3 +164,5 @@ class TrainConfig:
             raise ValueError("layers: an explicit list must name at least one block")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")

@@ -21,9 +21,9 @@ def merge(run: str | Path, out: str | Path | None = None, model: str | None = No
     from superlora.models import load_model
 
     run = Path(run)
-    config, meta = rundir.read_run(run)
-    adapter = run / "adapter"
-    if not (adapter / "adapter_config.json").is_file():
+    folder = rundir.open_run(run)
+    config, meta, adapter = folder.config, folder.meta, run / "adapter"
+    if folder.adapter is None:
         raise SuperloraError(f"{run} has no final adapter (training did not finish); resume it with --resume first")
     out = Path(out) if out is not None else run / "merged"
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

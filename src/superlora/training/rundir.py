@@ -3,10 +3,11 @@
 Layout of ``RUN/``::
 
     config.yaml        the resolved recipe (what was actually trained)
-    run.json           base-model fingerprint, selected blocks, adapted module names
+    run.json           base-model fingerprint, blocks, adapted modules, task, template, head, speed choices
     checkpoints/       checkpoint-N/ (adapter, optimiser, scheduler, RNG, trainer state)
     adapter/           the final adapter (peft, safetensors)
     log.jsonl          one line per logging step: loss, lr, tokens/s
+    eval.jsonl         held-out loss and perplexity (tasks with held-out samples)
     tensorboard/       the same curves as TensorBoard events
     summary.json       wall time, tokens/s, peak RSS, trainable params
 
@@ -23,6 +24,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from torch import nn
 from superlora.errors import SuperloraError
 
 CHECKPOINTS = "checkpoints"
+EVAL_LOG = "eval.jsonl"  # held-out loss and perplexity, one line per evaluation
 STAGING = ".staging"  # inside checkpoints/: where a checkpoint is written before it is renamed into place
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -95,16 +98,86 @@ def create_run_dir(run: Path, config: dict, meta: dict) -> None:
     write_atomic(run, fill)
 
 
+@dataclass
+class RunFolder:
+    """What a run folder holds, read in one place (``open_run``) for every verb and the app.
+
+    ``config``/``meta`` are None only when read tolerantly (a run still being created, or a broken one).
+    """
+
+    path: Path
+    config: dict | None
+    meta: dict | None
+    summary: dict | None
+    log: list[dict]
+    config_text: str = ""
+
+    @property
+    def adapter(self) -> Path | None:
+        folder = self.path / "adapter"
+        return folder if (folder / "adapter_config.json").is_file() else None
+
+    def task(self):
+        """The task the run trained (runs from before the task layer are E2E runs)."""
+        from superlora.tasks import task_from_record
+
+        return task_from_record((self.meta or {}).get("task") or _task_from_old_config(self.config or {}))
+
+    def template(self):
+        """The template the run trained with: recorded in run.json, else the task's."""
+        from superlora.data.templates import from_record
+
+        record = (self.meta or {}).get("template")
+        return from_record(record) if record else self.task().template()
+
+
+def _task_from_old_config(config: dict) -> dict:
+    data = config.get("data") or {}
+    return {"name": "e2e", **{k: data[k] for k in ("source", "variant", "split") if k in data}}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def open_run(run: Path, strict: bool = True) -> RunFolder:
+    """Read a run folder. Strict: a SuperloraError unless config.yaml and run.json are there and valid;
+    tolerant (the app's runs table): whatever can be read, None for the rest."""
+    run = Path(run)
+    config_path, meta_path = run / "config.yaml", run / "run.json"
+    if strict:
+        if not run.is_dir():
+            raise SuperloraError(f"run directory not found: {run}")
+        if not config_path.is_file() or not meta_path.is_file():
+            raise SuperloraError(f"{run} is not a superlora run directory (no config.yaml/run.json)")
+    try:
+        config_text = config_path.read_text(encoding="utf-8")
+        config = yaml.safe_load(config_text)
+    except (OSError, yaml.YAMLError) as exc:
+        if strict:
+            raise SuperloraError(f"{config_path}: cannot read it ({exc})") from None
+        config_text, config = f"# cannot read config.yaml: {exc}", None
+    meta = _read_json(meta_path)
+    if strict and meta is None:
+        raise SuperloraError(f"{meta_path}: not a readable run.json")
+    return RunFolder(
+        path=run,
+        config=config if isinstance(config, dict) else None,
+        meta=meta,
+        summary=_read_json(run / "summary.json"),
+        log=read_log(run / "log.jsonl"),
+        config_text=config_text,
+    )
+
+
 def read_run(run: Path) -> tuple[dict, dict]:
     """(config, meta) of an existing run, or a SuperloraError saying what is missing."""
-    config_path, meta_path = run / "config.yaml", run / "run.json"
-    if not run.is_dir():
-        raise SuperloraError(f"run directory not found: {run}")
-    if not config_path.is_file() or not meta_path.is_file():
-        raise SuperloraError(f"{run} is not a superlora run directory (no config.yaml/run.json)")
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    return config, meta
+    folder = open_run(run)
+    return folder.config, folder.meta
 
 
 def check_same_base(meta: dict, fingerprint: str, model_ref: str, run: Path) -> None:
@@ -152,4 +225,17 @@ def truncate_log(path: Path, step: int) -> None:
 
 
 def read_log(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The records of log.jsonl (or eval.jsonl); a line cut short by a running or killed trainer ends them."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break
+    return records

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from superlora.data.e2e import IGNORE_INDEX
+from superlora.data.tokenize import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from superlora.models import LoadedModel

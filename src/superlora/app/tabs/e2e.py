@@ -7,10 +7,10 @@ import html
 
 import gradio as gr
 
-from superlora.app.generate import E2EOutput, build_mr, e2e_generate
+from superlora.app.e2e_form import E2EOutput, build_mr, e2e_generate
 from superlora.app.state import AppState
 from superlora.app.tabs.common import guard
-from superlora.data.e2e import SLOTS, parse_mr_pairs
+from superlora.tasks.e2e.data import SLOTS, parse_mr_pairs
 
 # A typical MR of the E2E test set, used where its values exist in the choices.
 EXAMPLE = {"name": "The Vaults", "eatType": "pub", "priceRange": "more than £30", "customer rating": "5 out of 5"}

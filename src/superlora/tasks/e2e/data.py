@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from superlora.data.shapes import Completion
+from superlora.data.templates import CompletionTemplate
+from superlora.data.tokenize import tokenize_completion
 from superlora.errors import SuperloraError
 
 if TYPE_CHECKING:
@@ -66,7 +69,6 @@ HUB_DATASETS: dict[str, str] = {
 }
 
 PROMPT_TEMPLATE = "Meaning representation: {mr}\nDescription:"
-IGNORE_INDEX = -100  # label value that torch's cross-entropy skips
 
 # One "slot[value]" and the comma or end that follows it; spaces around parts are allowed.
 _PAIR = re.compile(r"\s*([^\[\],]*?)\s*\[([^\[\]]*)\]\s*(,|\Z)")
@@ -321,50 +323,25 @@ def slot_values(examples: Iterable[E2EExample]) -> dict[str, list[str]]:
 
 
 # -----------------------------------------------------------------------------
-# Prompts and tokenization for a causal LM
+# Prompts and tokenization for a causal LM: a completion template (the same prompt as before the task layer)
+
+TEMPLATE = CompletionTemplate(
+    prompt_format=PROMPT_TEMPLATE.replace("{mr}", "{prompt}"), target_prefix=" ", one_line=True
+)
 
 
 def build_prompt(mr: str) -> str:
     """The text the model is conditioned on; it continues with the reference."""
-    return PROMPT_TEMPLATE.format(mr=mr)
-
-
-def build_target(ref: str) -> str:
-    """The continuation the model learns: a space, then the reference (eos added as an id)."""
-    return " " + ref
+    return TEMPLATE.prompt_text(mr)
 
 
 def tokenize_prompt(tokenizer: PreTrainedTokenizerBase, mr: str) -> list[int]:
-    """Prompt ids exactly as training sees them; generation must start from the same ids.
-
-    Uses the tokenizer's default special tokens (e.g. a BOS for Llama-style models).
-    """
-    return list(tokenizer(build_prompt(mr))["input_ids"])
+    """Prompt ids exactly as training sees them; generation must start from the same ids."""
+    return TEMPLATE.prompt_ids(tokenizer, mr)
 
 
 def tokenize_example(
     tokenizer: PreTrainedTokenizerBase, mr: str, ref: str, max_length: int = 256
 ) -> dict[str, list[int]]:
-    """input_ids, attention_mask and labels for one example, with loss on the target only.
-
-    Prompt and target are tokenized separately and concatenated, so the boundary between
-    them is exact; labels are IGNORE_INDEX on prompt positions. The target ends with eos
-    so the model learns to stop; if too long, it is cut from its end (losing the eos).
-    """
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise SuperloraError("the tokenizer has no eos token, so the model could not learn to stop")
-    prompt = tokenize_prompt(tokenizer, mr)
-    if len(prompt) >= max_length:
-        raise SuperloraError(
-            f"prompt for MR {_quote(mr)} is {len(prompt)} tokens, which leaves no room "
-            f"for the reference within max_length={max_length}"
-        )
-    target = list(tokenizer(build_target(ref), add_special_tokens=False)["input_ids"]) + [eos]
-    target = target[: max_length - len(prompt)]
-    input_ids = prompt + target
-    return {
-        "input_ids": input_ids,
-        "attention_mask": [1] * len(input_ids),
-        "labels": [IGNORE_INDEX] * len(prompt) + target,
-    }
+    """input_ids, attention_mask and labels for one example, with loss on the reference (and eos) only."""
+    return tokenize_completion(tokenizer, TEMPLATE, Completion(mr, ref), max_length)

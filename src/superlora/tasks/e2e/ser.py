@@ -24,7 +24,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from superlora.data.e2e import parse_mr_pairs
+from superlora.tasks.e2e.data import parse_mr_pairs
 
 # Venue names of the E2E data (name and near values). They are found first and masked, so words
 # inside them ("Café Rouge", "Raja Indian Cuisine", "Burger King") are not read as slot values.

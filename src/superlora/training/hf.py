@@ -1,0 +1,183 @@
+"""The Hugging Face Trainer pieces: atomic checkpoints, the run log, the held-out loss, the arguments.
+
+The loop is the stock ``transformers.Trainer`` (checkpoint/resume of optimiser, scheduler, RNG and data
+position, DDP through torchrun, label smoothing, progress bar); these are what superlora adds around it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from superlora.training import rundir
+from superlora.training.config import OptimConfig, TrainConfig
+from superlora.training.plan import resolve_device
+from superlora.training.speed import TargetOnlyLogitsMixin
+
+
+class AtomicCheckpointTrainer(TargetOnlyLogitsMixin, Trainer):
+    """A Trainer whose checkpoints appear all at once (and whose loss may skip non-target logits, see speed).
+
+    Each checkpoint is written into ``checkpoints/.staging/`` (every process adds its RNG
+    state there), then renamed to ``checkpoints/checkpoint-N``. A kill during the write
+    leaves only the staging folder, which ``resume`` ignores and deletes.
+    """
+
+    _staging: str | None = None
+
+    def _get_output_dir(self, trial: Any) -> str:
+        return self._staging or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        final_root = Path(super()._get_output_dir(trial))
+        self._staging = str(final_root / rundir.STAGING)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = None
+        self.accelerator.wait_for_everyone()  # every rank has written its part
+        if self.args.should_save:
+            name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            rundir.replace_dir(final_root / rundir.STAGING / name, final_root / name)
+            (final_root / rundir.STAGING).rmdir()
+            rotate_checkpoints(str(final_root), save_total_limit=self.args.save_total_limit, use_mtime=False)
+        self.accelerator.wait_for_everyone()
+
+
+class RunLog(TrainerCallback):
+    """Loss, learning rate and tokens/s to ``log.jsonl`` and TensorBoard (main process only)."""
+
+    def __init__(self, run: Path) -> None:
+        self.run = run
+        self.writer: Any = None
+        self.start_time = self.last_time = 0.0
+        self.start_tokens = self.last_tokens = 0
+        self.start_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_time = self.last_time = time.perf_counter()
+        self.start_tokens = self.last_tokens = state.num_input_tokens_seen
+        self.start_step = state.global_step
+        if state.is_world_process_zero:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.run / "tensorboard"))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
+            return
+        now, tokens = time.perf_counter(), state.num_input_tokens_seen
+        record = {
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0.0, 4),
+            "loss": logs["loss"],
+            "lr": logs.get("learning_rate"),
+            "grad_norm": logs.get("grad_norm"),
+            "tokens": tokens,
+            "tokens_per_s": round((tokens - self.last_tokens) / max(now - self.last_time, 1e-9), 1),
+            "elapsed_s": round(now - self.start_time, 3),
+        }
+        self.last_time, self.last_tokens = now, tokens
+        with open(self.run / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
+            if record[key] is not None:
+                self.writer.add_scalar(f"train/{key}", record[key], state.global_step)
+        self.writer.flush()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class HeldoutLoss(TrainerCallback):
+    """The held-out loss and perplexity every ``every`` steps and at the end, to ``eval.jsonl`` and TensorBoard.
+
+    The model is evaluated in eval mode (no dropout), which draws no random numbers, so a run with held-out
+    evaluation trains exactly like one without, and resumes exactly.
+    """
+
+    def __init__(self, run: Path, measure, every: int, run_log: RunLog) -> None:
+        self.run, self.measure, self.every, self.run_log = run, measure, every, run_log
+
+    def _record(self, state, model) -> None:
+        if not state.is_world_process_zero:
+            return
+        result = self.measure(model)
+        record = {
+            "step": state.global_step,
+            "eval_loss": round(result["loss"], 6),
+            "eval_perplexity": round(result["perplexity"], 4),
+            "eval_tokens": result["tokens"],
+        }
+        with open(self.run / rundir.EVAL_LOG, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.run_log.writer is not None:
+            self.run_log.writer.add_scalar("eval/loss", record["eval_loss"], state.global_step)
+            self.run_log.writer.add_scalar("eval/perplexity", record["eval_perplexity"], state.global_step)
+            self.run_log.writer.flush()
+        print(
+            f"held-out loss at step {state.global_step}: {record['eval_loss']:.4f} "
+            f"(perplexity {record['eval_perplexity']:.2f}, {record['eval_tokens']:,} tokens)",
+            flush=True,
+        )
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            self._record(state, model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self._record(state, model)
+
+
+def optim_arguments(o: OptimConfig) -> dict[str, Any]:
+    """The recipe's optimisation as TrainingArguments keywords (the bench's reference recipe uses them too)."""
+    return {
+        "per_device_train_batch_size": o.batch_size,
+        "gradient_accumulation_steps": o.grad_accum,
+        "learning_rate": o.lr,
+        "weight_decay": o.weight_decay,
+        "warmup_steps": o.warmup_steps,
+        "lr_scheduler_type": o.scheduler,
+        "label_smoothing_factor": o.label_smoothing,
+        "max_grad_norm": o.max_grad_norm,
+    }
+
+
+def training_arguments(cfg: TrainConfig, run: Path) -> TrainingArguments:
+    """The Trainer's arguments for ``cfg``, whose ``speed`` must be decided already (``speed_setup``)."""
+    if not isinstance(cfg.speed.bf16, bool):
+        raise ValueError("training_arguments needs speed.bf16 decided (speed_setup), not 'auto'")
+    o, world_size = cfg.optim, int(os.environ.get("WORLD_SIZE", "1"))
+    cpu = resolve_device(cfg.device) == "cpu"
+    extra: dict[str, Any] = {}
+    if world_size > 1:  # without a launcher, asking for a backend fails: no process group
+        extra = {"ddp_backend": "gloo" if cpu else "nccl", "ddp_find_unused_parameters": False}
+    return TrainingArguments(
+        output_dir=str(run / rundir.CHECKPOINTS),
+        **optim_arguments(o),
+        max_steps=o.max_steps,
+        num_train_epochs=o.epochs,
+        bf16=cfg.speed.bf16,
+        train_sampling_strategy="group_by_length" if cfg.speed.group_by_length else "random",
+        use_cpu=cpu,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.log_every,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=cfg.checkpoint.every,
+        save_total_limit=cfg.checkpoint.keep,
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        report_to="none",  # RunLog writes TensorBoard itself, into the run directory
+        disable_tqdm=False,
+        **extra,
+    )
