@@ -142,7 +142,8 @@ def read_rows(path: Path) -> Iterator[tuple[str, Any]]:
     except UnicodeDecodeError as exc:
         raise SuperloraError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
     if suffix == ".jsonl":
-        for n, line in enumerate(text.splitlines(), start=1):
+        # split on "\n" only: str.splitlines also breaks at U+2028 and other separators inside JSON strings
+        for n, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
