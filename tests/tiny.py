@@ -72,3 +72,31 @@ def tiny_tokenizer():
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
+
+
+CHAT_WORDS = (
+    "user assistant system what is one two three four plus minus equals answer thanks you welcome hi hello "
+    "help how can i the sum of and # 0 1 2 3 4 5 6 7 8 9 = + - . , ? !"
+).split()
+
+
+def tiny_chat_tokenizer():
+    """A word-level tokenizer with ChatML's special tokens and a ChatML chat template (pad, eos, im_end distinct)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from superlora.data.templates import CHATML
+
+    specials = ["<unk>", "<pad>", "<eos>", "<|im_start|>", "<|im_end|>"]
+    vocab = {w: i for i, w in enumerate([*specials, *dict.fromkeys(CHAT_WORDS)])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>", "<eos>"],
+    )
+    fast.chat_template = CHATML
+    return fast
