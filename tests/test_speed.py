@@ -47,10 +47,10 @@ def make_cfg(model_dir: Path, data_dir: Path, out: Path, **extra: str) -> TrainC
 
 def prepared(cfg: TrainConfig):
     """(trainer, model, one padded batch) for ``cfg``, built the way ``train`` builds them."""
-    from superlora.training.speed import speed_setup
     from superlora.data.collate import PadCollator
     from superlora.training.hf import AtomicCheckpointTrainer, training_arguments
     from superlora.training.plan import plan_run
+    from superlora.training.speed import speed_setup
     from superlora.training.trainer import attach_lora
 
     plan = plan_run(cfg)
