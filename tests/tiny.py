@@ -74,7 +74,52 @@ def tiny_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
 
 
-CHAT_WORDS = ["user", "assistant", "system", "what", "is", "one", "two", "three", "four", "plus", "minus", "equals", "answer", "thanks", "you", "welcome", "hi", "hello", "help", "how", "can", "i", "the", "sum", "of", "and", "#", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "=", "+", "-", ".", ",", "?", "!"]
+CHAT_WORDS = (
+    "user",
+    "assistant",
+    "system",
+    "what",
+    "is",
+    "one",
+    "two",
+    "three",
+    "four",
+    "plus",
+    "minus",
+    "equals",
+    "answer",
+    "thanks",
+    "you",
+    "welcome",
+    "hi",
+    "hello",
+    "help",
+    "how",
+    "can",
+    "i",
+    "the",
+    "sum",
+    "of",
+    "and",
+    "#",
+    "0",
+    "1",
+    "2",
+    "3",
+    "4",
+    "5",
+    "6",
+    "7",
+    "8",
+    "9",
+    "=",
+    "+",
+    "-",
+    ".",
+    ",",
+    "?",
+    "!",
+)
 
 
 def tiny_chat_tokenizer():
