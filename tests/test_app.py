@@ -254,3 +254,32 @@ def _wait_for_server(url: str, server: subprocess.Popen, log: Path, timeout: flo
                 pass
         time.sleep(0.5)
     pytest.fail(f"superlora serve did not start within {timeout} s: {log.read_text()[-2000:]}")
+
+
+def test_each_adapter_is_prompted_with_the_template_its_run_recorded(tmp_path):
+    """A chat run's recorded template (with its system prompt) drives its chat; an E2E run's completion template
+    drives the Completion tab; the base model keeps its own ways."""
+    import json
+
+    from superlora.data.templates import CHATML, ChatTemplate
+    from superlora.tasks.e2e.data import TEMPLATE
+
+    model_dir = planted_model_dir(tmp_path / "model")
+    runs = {}
+    for name, task, template in (
+        ("chatrun", {"name": "chat", "sources": [{"path": "x.jsonl"}]}, ChatTemplate(CHATML, "be exact").record()),
+        ("e2erun", {"name": "e2e"}, TEMPLATE.record()),
+    ):
+        run = adapter_run(model_dir, tmp_path / name)
+        meta = json.loads((run / "run.json").read_text()) | {"task": task, "template": template, "head": "lm"}
+        (run / "run.json").write_text(json.dumps(meta))
+        runs[name] = run
+    state = AppState.load(str(model_dir), [str(runs["chatrun"]), str(runs["e2erun"])], limits=Limits())
+    tok = state.loaded.tokenizer
+    assert [a.task for a in state.adapters] == ["chat", "e2e"]
+    turn = [{"role": "user", "content": "hello"}]
+    assert gen.chat_prompt(state, "hello", [], "", "chatrun") == ChatTemplate(CHATML, "be exact").prompt_ids(tok, turn)
+    assert gen.chat_prompt(state, "hello", [], "", "base") == gen.render_chat(tok, turn)  # no template: Role lines
+    done = {r.target: r for r in gen.complete(state, "name[the pub]", ["base", "e2erun"], 1, 4)}
+    assert done["e2erun"].prompt_format == TEMPLATE.prompt_format and done["base"].prompt_format == "{prompt}"
+    assert "\n" not in done["e2erun"].output  # a one-line task stops at the line end

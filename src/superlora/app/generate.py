@@ -16,6 +16,7 @@ import torch
 
 from superlora.app.limits import InputError
 from superlora.app.state import BASE, AppState
+from superlora.data.templates import ChatTemplate, CompletionTemplate
 from superlora.identify.ablation import Coord, parse_coord, scaled_weights
 
 # -----------------------------------------------------------------------------
@@ -48,16 +49,24 @@ def message_text(content: object) -> str:
     return ""
 
 
-def render_chat(tokenizer, messages: list[dict[str, str]]) -> list[int]:
-    """Prompt ids of a conversation: the model's chat template, or plain 'Role: text' lines without one."""
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+def chat_template(state: AppState, target: str = BASE) -> ChatTemplate | None:
+    """How ``target`` is prompted in a chat: a chat adapter's recorded template (its system prompt included), else
+    the model's own chat template; None for a model that has none."""
+    recorded = state.template(target)
+    if isinstance(recorded, ChatTemplate):
+        return recorded
+    return ChatTemplate() if getattr(state.loaded.tokenizer, "chat_template", None) else None
+
+
+def render_chat(tokenizer, messages: list[dict[str, str]], template: ChatTemplate | None = None) -> list[int]:
+    """Prompt ids of a conversation: the chat template, or plain 'Role: text' lines without one."""
+    if template is not None:
+        return template.prompt_ids(tokenizer, messages)
     text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages) + "Assistant:"
     return list(tokenizer(text)["input_ids"])
 
 
-def chat_prompt(state: AppState, message: str, history: Sequence[dict], system: str) -> list[int]:
+def chat_prompt(state: AppState, message: str, history: Sequence[dict], system: str, target: str = BASE) -> list[int]:
     """Prompt ids of the conversation so far plus ``message``; the oldest turns go first if too long."""
     limits = state.limits
     message = limits.text(message, "message")
@@ -71,8 +80,9 @@ def chat_prompt(state: AppState, message: str, history: Sequence[dict], system: 
     budget = limits.max_input_tokens
     if state.context_length:
         budget = min(budget, state.context_length - 1)
+    template = chat_template(state, target)
     while True:
-        ids = render_chat(state.loaded.tokenizer, [*head, *turns, {"role": "user", "content": message}])
+        ids = render_chat(state.loaded.tokenizer, [*head, *turns, {"role": "user", "content": message}], template)
         if len(ids) <= budget or not turns:
             break
         turns = turns[2:] if len(turns) > 1 else []
@@ -106,7 +116,8 @@ def chat_stream(
 
     if target not in state.targets:
         raise InputError(f"unknown model '{target}'; choose one of {', '.join(state.targets)}")
-    ids = chat_prompt(state, message, history, system)
+    ids = chat_prompt(state, message, history, system, target)
+    template = chat_template(state, target)
     new_tokens = room(state, len(ids), state.limits.new_tokens(max_new_tokens))
     temperature, top_p = float(temperature), float(top_p)
     if not (math.isfinite(temperature) and 0 <= temperature <= 5 and 0 < top_p <= 1):
@@ -121,7 +132,8 @@ def chat_stream(
         "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
         "max_new_tokens": new_tokens,
         "do_sample": False,
-        "pad_token_id": tokenizer.pad_token_id,
+        "pad_token_id": template.pad_id(tokenizer) if template else tokenizer.pad_token_id,
+        **({"eos_token_id": template.stop_ids(tokenizer)} if template else {}),
         "streamer": streamer,
         "stopping_criteria": StoppingCriteriaList([stop]),
         **sampling,
@@ -150,6 +162,44 @@ def chat_stream(
         raise failure[0]
     if not reply.strip():
         yield "(the model returned an empty reply)"
+
+
+# -----------------------------------------------------------------------------
+# Completion (any completion task: the prompt goes through each adapter's recorded template)
+
+
+@dataclass
+class Completed:
+    target: str
+    prompt_format: str
+    output: str
+    seconds: float
+
+
+def complete(
+    state: AppState, prompt: str, targets: Sequence[str] | None = None, num_beams: int = 1, max_new_tokens: int = 64
+) -> list[Completed]:
+    """Continue ``prompt`` with each target. A completion adapter gets the prompt inside its training template
+    and stops where training taught it to (eos; a line break for one-line tasks); the base model continues the
+    text as it is."""
+    from superlora.evaluation.decode import DecodeConfig, generate
+
+    targets = list(targets) if targets else state.targets
+    unknown = [t for t in targets if t not in state.targets]
+    if unknown:
+        raise InputError(f"unknown model {unknown[0]!r}; choose from {', '.join(state.targets)}")
+    prompt = state.limits.text(prompt, "prompt")
+    tokenizer, results = state.loaded.tokenizer, []
+    for target in targets:
+        recorded = state.template(target)
+        template = recorded if isinstance(recorded, CompletionTemplate) else CompletionTemplate()
+        new_tokens = room(state, len(template.prompt_ids(tokenizer, prompt)), state.limits.new_tokens(max_new_tokens))
+        config = DecodeConfig(state.limits.beams(num_beams), 1.0, 0, new_tokens, 1)
+        started = time.perf_counter()
+        with state.use(target) as model:
+            output = generate(model, tokenizer, [prompt], config, template)[0]
+        results.append(Completed(target, template.prompt_format, output, time.perf_counter() - started))
+    return results
 
 
 # -----------------------------------------------------------------------------

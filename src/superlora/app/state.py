@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from superlora.app.limits import InputError, Limits
+from superlora.data.templates import Template
 from superlora.errors import SuperloraError
 from superlora.models.loading import LoadedModel
 
@@ -40,6 +41,8 @@ class Adapter:
     name: str
     folder: Path  # the peft adapter folder
     run: Path | None  # the training run it came from, if any
+    task: str | None = None  # the task it was trained on (from run.json)
+    template: Template | None = None  # how it was prompted in training (run.json); None: unknown
 
 
 @dataclass
@@ -81,6 +84,10 @@ class AppState:
         self.context_length: int | None = getattr(config, "max_position_embeddings", None) or getattr(
             config, "n_positions", None
         )
+
+    def template(self, target: str) -> Template | None:
+        """The template ``target`` was trained with (None for the base model and bare adapter folders)."""
+        return next((a.template for a in self.adapters if a.name == target), None)
 
     @property
     def targets(self) -> list[str]:
@@ -174,7 +181,13 @@ def _describe_adapter(path: str | Path) -> Adapter:
     folder = resolve_adapter(path)
     run = folder.parent if folder.name == "adapter" and (folder.parent / "config.yaml").is_file() else None
     name = re.sub(r"[^\w.-]+", "_", (run or folder).resolve().name) or "adapter"
-    return Adapter(name=name, folder=folder, run=run)
+    task = template = None
+    if run is not None and (run / "run.json").is_file():
+        from superlora.training.rundir import open_run
+
+        found = open_run(run)
+        task, template = found.task().name, found.template()
+    return Adapter(name=name, folder=folder, run=run, task=task, template=template)
 
 
 def _unique_names(adapters: list[Adapter]) -> None:

@@ -1,4 +1,4 @@
-"""Assemble the four tabs into one Gradio app and launch it locally and offline.
+"""Assemble the tabs into one Gradio app and launch it locally and offline.
 
 Importing this module sets the offline environment before Gradio and the Hugging Face libraries load
 (they read those switches at import time).
@@ -13,7 +13,7 @@ offline_environment()
 import gradio as gr  # noqa: E402
 
 from superlora.app.state import AppState  # noqa: E402
-from superlora.app.tabs import chat, e2e, explorer, runs  # noqa: E402
+from superlora.app.tabs import chat, complete, e2e, explorer, runs  # noqa: E402
 
 CSS = """
 .sl-cards { display: flex; flex-wrap: wrap; gap: 12px; }
@@ -31,7 +31,7 @@ CSS = """
 
 
 def build_app(state: AppState) -> gr.Blocks:
-    """The four tabs over one shared state; nothing here loads a model."""
+    """The tabs over one shared state; nothing here loads a model."""
     loaded = state.loaded
     adapters = ", ".join(a.name for a in state.adapters) or "none"
     with gr.Blocks(title="superlora", analytics_enabled=False) as demo:
@@ -44,6 +44,8 @@ def build_app(state: AppState) -> gr.Blocks:
                 e2e.build(state)
             with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
                 chat.build(state)
+            with gr.Tab("Completion", id="complete", elem_id="tab-complete"):
+                complete.build(state)
             with gr.Tab("Super-weight explorer", id="explorer", elem_id="tab-explorer"):
                 explorer.build(state)
             with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
