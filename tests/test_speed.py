@@ -245,18 +245,18 @@ def test_bench_runs_end_to_end_and_writes_the_table(tiny_model_dir, tmp_path):
 def test_bench_peak_rss_from_fresh_processes(tiny_model_dir, tmp_path):
     """The default RSS method trains each arm again in a spawned process: memory held here is not counted."""
     from superlora.memory import rss_mb
-    from superlora.training import bench
+    from superlora.bench import report, runner
 
     data = write_e2e(tmp_path / "bench-e2e", rows=48)
     items = [f"model={tiny_model_dir('gpt2')}", f"task.source={data}", "data.max_length=48", "optim.batch_size=4"]
     ballast = torch.ones(1_000_000_000, dtype=torch.uint8)  # 1 GB resident in this process only
-    result = bench.bench(load_config(TrainConfig, None, items), steps=1, repeats=1, warmup=1, keys=["recipe"])
+    result = runner.bench(load_config(TrainConfig, None, items), steps=1, repeats=1, warmup=1, keys=["recipe"])
     here = rss_mb()
     del ballast
     peaks = {row["key"]: row["peak_rss_mb"] for row in result["arms"]}
     assert list(peaks) == ["ref", "recipe"]
     assert all(100 < peak < here - 800 for peak in peaks.values()), (peaks, here)
-    assert "in a fresh process" in bench.format_table(result)
+    assert "in a fresh process" in report.format_table(result)
 
 
 # -----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ VERBS = {
     "models": "superlora.models.cli",
     "train": "superlora.training.cli",
     "merge": "superlora.training.merge",
-    "bench": "superlora.training.bench",
+    "bench": "superlora.bench.cli",
     "score": "superlora.evaluation.cli",
     "evaluate": "superlora.evaluation.cli",
     "serve": "superlora.app.cli",
