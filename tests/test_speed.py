@@ -244,8 +244,8 @@ def test_bench_runs_end_to_end_and_writes_the_table(tiny_model_dir, tmp_path):
 
 def test_bench_peak_rss_from_fresh_processes(tiny_model_dir, tmp_path):
     """The default RSS method trains each arm again in a spawned process: memory held here is not counted."""
-    from superlora.memory import rss_mb
     from superlora.bench import report, runner
+    from superlora.memory import rss_mb
 
     data = write_e2e(tmp_path / "bench-e2e", rows=48)
     items = [f"model={tiny_model_dir('gpt2')}", f"task.source={data}", "data.max_length=48", "optim.batch_size=4"]
