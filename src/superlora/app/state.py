@@ -179,12 +179,12 @@ def _describe_adapter(path: str | Path) -> Adapter:
     from superlora.evaluation.decode import resolve_adapter
 
     folder = resolve_adapter(path)
-    run = folder.parent if folder.name == "adapter" and (folder.parent / "config.yaml").is_file() else None
+    from superlora.training.rundir import open_run, run_of_adapter
+
+    run = run_of_adapter(folder)
     name = re.sub(r"[^\w.-]+", "_", (run or folder).resolve().name) or "adapter"
     task = template = None
     if run is not None and (run / "run.json").is_file():
-        from superlora.training.rundir import open_run
-
         found = open_run(run)
         task, template = found.task().name, found.template()
     return Adapter(name=name, folder=folder, run=run, task=task, template=template)

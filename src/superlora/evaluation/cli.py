@@ -125,8 +125,7 @@ def evaluate_config(args: argparse.Namespace):
     given = _merge(recipe, parse_overrides(overrides))
     run = None
     if given.get("adapter"):
-        folder = resolve_adapter(given["adapter"])
-        run = folder.parent if folder.name == "adapter" and (folder.parent / "run.json").is_file() else None
+        run = rundir.run_of_adapter(resolve_adapter(given["adapter"]))
     defaults: dict = {}
     if run is not None:
         found = rundir.open_run(run)

@@ -125,6 +125,8 @@ def run_study(cfg: StudyConfig) -> dict:
         if run is not None:  # keep what the report needs next to the scores: runs/ is not committed
             shutil.copy(run / "summary.json", arm_dir / "train_summary.json")
             shutil.copy(run / "log.jsonl", arm_dir / "log.jsonl")
+            if (run / "eval.jsonl").is_file():  # the held-out loss while training (tasks with held-out data)
+                shutil.copy(run / "eval.jsonl", arm_dir / "eval.jsonl")
         tmp = arm_dir / "scores.json.tmp"
         tmp.write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
         tmp.replace(arm_dir / "scores.json")  # last: marks the arm finished

@@ -8,7 +8,8 @@ from pathlib import Path
 from superlora.verb import add_recipe_argument, add_verb
 
 EPILOG = """examples:
-  superlora train configs/e2e-lora.yaml                       # baseline: LoRA in every block
+  superlora train configs/e2e-lora.yaml                       # baseline: LoRA in every block (E2E)
+  superlora train configs/chat/gsm8k-lora.yaml optim.max_steps=100   # chat SFT on GSM8K conversations
   superlora train configs/e2e-superweight.yaml superweights=results/superweights.json
   superlora train configs/e2e-random.yaml count=2 seed=1      # control: 2 random blocks
   superlora train configs/e2e-lora.yaml layers=[3,4] lora.r=8 optim.max_steps=100 output_dir=runs/try
@@ -16,8 +17,9 @@ EPILOG = """examples:
   superlora train --resume output_dir=runs/e2e-lora           # same, reusing the run's own config.yaml
   OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 -m superlora train configs/e2e-lora.yaml
 
-The run directory (output_dir) gets config.yaml, checkpoints/, adapter/, log.jsonl,
-tensorboard/ and summary.json. Data come from data.source, else $SUPERLORA_E2E_DIR, else the Hub."""
+The run directory (output_dir) gets config.yaml, run.json (task, template, blocks), checkpoints/, adapter/,
+log.jsonl, eval.jsonl (held-out loss), tensorboard/ and summary.json. The task (task.name: e2e, chat) says
+where the data come from: E2E from task.source, else $SUPERLORA_E2E_DIR, else the Hub; chat from task.sources."""
 
 
 def load_train_config(items: list[str], resume: bool = False):
@@ -46,8 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_verb(
         subparsers,
         "train",
-        help="LoRA fine-tuning on E2E: all blocks, super-weight blocks, or controls; resumable",
-        description="Fine-tune a causal LM on E2E data-to-text with LoRA adapters in the chosen blocks. "
+        help="LoRA fine-tuning of a task (E2E, chat): all blocks, super-weight blocks, or controls; resumable",
+        description="Fine-tune a causal LM on a task (E2E data-to-text, chat SFT) with LoRA adapters in the "
+        "chosen blocks. "
         "Settings come from a YAML recipe (see configs/) and key=value overrides (dotted for sections: "
         "lora.r=8, optim.max_steps=200). Checkpoints are written atomically; --resume continues from the last.",
         epilog=EPILOG,

@@ -174,6 +174,13 @@ def open_run(run: Path, strict: bool = True) -> RunFolder:
     )
 
 
+def run_of_adapter(folder: Path) -> Path | None:
+    """The training run an adapter folder belongs to (``RUN/adapter``), or None for a bare adapter folder."""
+    folder = Path(folder)
+    parent = folder.parent
+    return parent if folder.name == "adapter" and (parent / "config.yaml").is_file() else None
+
+
 def read_run(run: Path) -> tuple[dict, dict]:
     """(config, meta) of an existing run, or a SuperloraError saying what is missing."""
     folder = open_run(run)
