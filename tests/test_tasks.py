@@ -385,3 +385,17 @@ def test_a_resumed_chat_run_has_the_same_losses(chat_args, tmp_path):
     full_eval, resumed_eval = (read_log(tmp_path / r / "eval.jsonl") for r in ("full", "crashed"))
     assert [e["step"] for e in resumed_eval] == [8, 10]
     torch.testing.assert_close([e["eval_loss"] for e in resumed_eval], [e["eval_loss"] for e in full_eval])
+
+
+def test_the_committed_study_recipe_means_what_it_meant_before_the_task_layer(tmp_path):
+    """configs/study.yaml as it was committed before tasks (data.source/variant, eval.variant) and as it is now."""
+    from superlora.study.config import StudyConfig
+
+    old = tmp_path / "old.yaml"
+    old.write_text(
+        "train:\n  data: {source: /x, variant: cleaned, split: train, limit: null, max_length: 128}\n"
+        "eval:\n  split: test\n  variant: original\n"
+    )
+    new = load_config(StudyConfig, Path(__file__).parents[1] / "configs" / "study.yaml", ["train.task.source=/x"])
+    was = load_config(StudyConfig, old)
+    assert was.train.task == new.train.task and was.train.data == new.train.data and was.eval.split == new.eval.split
