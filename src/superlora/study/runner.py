@@ -59,6 +59,7 @@ def evaluate_arm(cfg: StudyConfig, arm: str, run: Path | None) -> dict:
     from superlora.models import load_model
     from superlora.tasks import get_task
     from superlora.tasks.base import ScoreOptions
+    from superlora.training.rundir import open_run
 
     e = cfg.eval
     task = get_task(cfg.train.task)
@@ -66,6 +67,7 @@ def evaluate_arm(cfg: StudyConfig, arm: str, run: Path | None) -> dict:
     loaded = load_model(cfg.train.model, trust_remote_code=cfg.train.trust_remote_code)
     model = attach_adapter(loaded.model, run / "adapter") if run is not None else loaded.model
     decode = e.decode.resolved(task.decode_defaults())
+    template = open_run(run).template() if run is not None else task.template()  # as the arm was trained
     threads = set_decode_threads(e.threads)
     _say(f"{arm}: decoding {len(items)} {e.split} items (beam {decode.num_beams}, fp32, {threads})")
     report, outputs = evaluate(
@@ -74,6 +76,7 @@ def evaluate_arm(cfg: StudyConfig, arm: str, run: Path | None) -> dict:
         loaded.tokenizer,
         items,
         decode,
+        template,
         options=ScoreOptions(e.python_nist, e.skip_meteor),
         max_length=e.max_length,
     )
