@@ -117,13 +117,13 @@ def _pick_section(options: tuple[type, ...], value: Any, key: str) -> type:
     return names[name]
 
 
-def _section(hint: Any, value: Any, where: str, root: type, key: str) -> Any:
+def section(hint: Any, value: Any, where: str, key: str) -> Any:
     """A nested section: a dataclass, or one of a named-section union chosen by its ``name``."""
     if not isinstance(value, dict):
         raise SuperloraError(f"config key '{key}' in {where} must be a mapping")
     options = section_union(hint)
     cls = _pick_section(options, value, key) if options else hint
-    return _build(cls, value, where, cls if options else root, f"{key}.")
+    return _build(cls, value, where, f"{key}.")
 
 
 def _optional_section(hint: Any) -> type | None:
@@ -139,7 +139,7 @@ def _list_of_sections(hint: Any) -> bool:
     return typing.get_origin(hint) is list and len(args) == 1 and dataclasses.is_dataclass(args[0])
 
 
-def _build(cls: type[T], data: dict, where: str, root: type, prefix: str = "") -> T:
+def _build(cls: type[T], data: dict, where: str, prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     migrate = getattr(cls, "migrate", None)
@@ -153,13 +153,13 @@ def _build(cls: type[T], data: dict, where: str, root: type, prefix: str = "") -
         key = f"{prefix}{name}"
         optional = _optional_section(hint)
         if dataclasses.is_dataclass(hint) or section_union(hint):
-            kwargs[name] = _section(hint, value, where, root, key)
+            kwargs[name] = section(hint, value, where, key)
         elif optional is not None:
-            kwargs[name] = None if value is None else _section(optional, value, where, root, key)
+            kwargs[name] = None if value is None else section(optional, value, where, key)
         elif _list_of_sections(hint):
             item = typing.get_args(hint)[0]
             items = value if isinstance(value, list) else [value]
-            kwargs[name] = [_section(item, v, where, root, f"{key}[{i}]") for i, v in enumerate(items)]
+            kwargs[name] = [section(item, v, where, f"{key}[{i}]") for i, v in enumerate(items)]
         else:
             kwargs[name] = _check(value, hint, key)
     try:
@@ -250,7 +250,7 @@ def load_config(
     each merged over the one before, validated."""
     data = _merge(defaults or {}, read_recipe(path) if path else {})
     data = _merge(data, parse_overrides(overrides or []))
-    return _build(cls, data, str(path) if path else "overrides", root=cls)
+    return _build(cls, data, str(path) if path else "overrides")
 
 
 def to_dict(config: Any) -> dict:

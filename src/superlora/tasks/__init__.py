@@ -35,7 +35,6 @@ def get_task(cfg: TaskSection):
 
 def task_from_record(record: dict | None):
     """The task a run recorded in run.json (runs from before the task layer are E2E runs)."""
-    from superlora.config import _section
+    from superlora.config import section
 
-    record = dict(record or {"name": "e2e"})
-    return get_task(_section(TaskSection, record, "run.json", ChatConfig, "task"))
+    return get_task(section(TaskSection, dict(record or {"name": "e2e"}), "run.json", "task"))
