@@ -155,7 +155,8 @@ def plot_losses(cfg: StudyConfig, path: Path) -> Path:
         if records:
             ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=arm)
     ax.set_xlabel("optimiser step")
-    ax.set_ylabel("training loss (label-smoothed)")
+    smoothing = cfg.train.optim.label_smoothing
+    ax.set_ylabel(f"training loss{f' (label smoothing {smoothing:g})' if smoothing else ''}")
     ax.set_title("Training loss by arm (same data, steps and seed)")
     ax.grid(alpha=0.3)
     ax.legend()
