@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
@@ -123,10 +124,9 @@ class HeldoutLoss(TrainerCallback):
             self.run_log.writer.add_scalar("eval/loss", record["eval_loss"], state.global_step)
             self.run_log.writer.add_scalar("eval/perplexity", record["eval_perplexity"], state.global_step)
             self.run_log.writer.flush()
-        print(
+        tqdm.write(
             f"held-out loss at step {state.global_step}: {record['eval_loss']:.4f} "
-            f"(perplexity {record['eval_perplexity']:.2f}, {record['eval_tokens']:,} tokens)",
-            flush=True,
+            f"(perplexity {record['eval_perplexity']:.2f}, {record['eval_tokens']:,} tokens)"
         )
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
