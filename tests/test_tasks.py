@@ -399,3 +399,9 @@ def test_the_committed_study_recipe_means_what_it_meant_before_the_task_layer(tm
     new = load_config(StudyConfig, Path(__file__).parents[1] / "configs" / "study.yaml", ["train.task.source=/x"])
     was = load_config(StudyConfig, old)
     assert was.train.task == new.train.task and was.train.data == new.train.data and was.eval.split == new.eval.split
+
+
+def test_a_hub_dataset_that_cannot_be_loaded_is_one_line():
+    """Offline (the tests' HF_HUB_OFFLINE=1) a Hub id says so and names the local alternative."""
+    with pytest.raises(SuperloraError, match="no such local file, and the Hugging Face Hub dataset cannot be loaded"):
+        load_conversations("nobody-here/no-such-chat-set")
