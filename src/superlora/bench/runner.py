@@ -29,7 +29,7 @@ def bench_examples(cfg: TrainConfig, tokenizer: Any, count: int, pool: int) -> t
     examples = task.train_samples(cfg.data.limit)
     count = min(count, len(examples))
     chosen = random.Random(cfg.seed).sample(examples, max(count, min(pool, len(examples))))
-    rows = [r for r in (task.tokenize(tokenizer, template, ex, cfg.data.max_length) for ex in chosen) if r]
+    rows, _ = task.tokenize_all(tokenizer, template, chosen, cfg.data.max_length)
     return rows[:count], [len(r["input_ids"]) for r in rows]
 
 

@@ -60,7 +60,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(text).name or text).strip("-") or "model"
 
 
-def _default_out(cfg, run: Path | None) -> Path:
+def _default_out(cfg) -> Path:
     suffix = f"{cfg.split}" + (f"-limit{cfg.limit}" if cfg.limit else "")
     if cfg.adapter:
         return Path(cfg.adapter) / f"eval-{suffix}"
@@ -97,7 +97,7 @@ def _summary(cfg, task, report: dict, items: list, outputs: list[str]) -> str:
 
 
 def evaluate_config(args: argparse.Namespace):
-    """The EvaluateConfig of ``[RECIPE] [key=value ...]`` and the flags, and the adapter's run folder (or None).
+    """The EvaluateConfig of ``[RECIPE] [key=value ...]`` and the flags, and the adapter's run (a RunFolder, or None).
 
     Defaults, each refined by the next: the adapter run's model and task (run.json), the recipe (an evaluate
     recipe, or a training recipe of which the model and task are taken), the overrides and flags.
@@ -123,15 +123,13 @@ def evaluate_config(args: argparse.Namespace):
         recipe = TrainConfig.migrate(recipe)
         recipe = {k: recipe[k] for k in ("model", "task", "trust_remote_code") if k in recipe}
     given = _merge(recipe, parse_overrides(overrides))
-    run = None
-    if given.get("adapter"):
-        run = rundir.run_of_adapter(resolve_adapter(given["adapter"]))
+    run_dir = rundir.run_of_adapter(resolve_adapter(given["adapter"])) if given.get("adapter") else None
+    run = rundir.open_run(run_dir) if run_dir is not None else None
     defaults: dict = {}
     if run is not None:
-        found = rundir.open_run(run)
-        task = (found.meta or {}).get("task") or rundir._task_from_old_config(found.config or {})
+        task = run.task_record()
         wanted = given.get("task", {}).get("name") if isinstance(given.get("task"), dict) else None
-        defaults = {"model": found.config.get("model")} | ({"task": task} if wanted in (None, task.get("name")) else {})
+        defaults = {"model": run.config.get("model")} | ({"task": task} if wanted in (None, task.get("name")) else {})
     cfg = load_config(EvaluateConfig, None, overrides, defaults=_merge(defaults, recipe))
     if cfg.model is None:
         from superlora.models.aliases import DEFAULT_MODEL
@@ -155,9 +153,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if task.name == "e2e" and not cfg.skip_meteor:
         coco.require_java("METEOR")  # fail before a long decode, not after
     items = task.eval_items(cfg.split, cfg.limit)
-    template = rundir.open_run(run).template() if run is not None else task.template()
+    template = run.template() if run is not None else task.template()
     decode = cfg.decode.resolved(task.decode_defaults())
-    out = Path(cfg.out) if cfg.out else _default_out(cfg, run)
+    out = Path(cfg.out) if cfg.out else _default_out(cfg)
 
     threads = set_decode_threads(cfg.threads)
     print(
@@ -166,7 +164,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     if run is not None:
-        rundir.check_same_base(rundir.open_run(run).meta, rundir.base_fingerprint(loaded.model), cfg.model, run)
+        rundir.check_same_base(run.meta, rundir.base_fingerprint(loaded.model), cfg.model, run.path)
     model = attach_adapter(loaded.model, cfg.adapter) if cfg.adapter else loaded.model
     report, outputs = evaluate(
         task,

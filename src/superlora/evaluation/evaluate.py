@@ -20,7 +20,7 @@ def heldout_loss(
     model, tokenizer, task: Task, template: Template, samples: list, max_length: int, batch_size: int = 4
 ) -> dict[str, float]:
     """The training loss (its mask, no label smoothing) of held-out samples, and its perplexity."""
-    rows = [r for r in (task.tokenize(tokenizer, template, s, max_length) for s in samples) if r is not None]
+    rows, _ = task.tokenize_all(tokenizer, template, samples, max_length)
     if not rows:
         raise SuperloraError("no held-out sample has a token to score within max_length")
     return mean_token_loss(model, rows, template.pad_id(tokenizer), batch_size)

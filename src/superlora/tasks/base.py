@@ -112,6 +112,12 @@ class Task(ABC):
             return tokenize_conversation(tokenizer, template, sample, max_length, self.loss_on())
         raise SuperloraError(f"task {self.name} cannot train a causal LM on {type(sample).__name__} samples")
 
+    def tokenize_all(self, tokenizer: Any, template: Template, samples: list, max_length: int) -> tuple[list, int]:
+        """The samples as rows, and how many were left out because no labelled token fitted max_length."""
+        rows = [self.tokenize(tokenizer, template, sample, max_length) for sample in samples]
+        kept = [row for row in rows if row is not None]
+        return kept, len(rows) - len(kept)
+
     def describe_data(self, **filters: str) -> list[str]:
         """Lines for ``superlora data check``: what the data hold, every row validated (``filters``: the
         task's own, e.g. E2E's variant and split)."""

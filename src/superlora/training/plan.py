@@ -49,24 +49,13 @@ def resolve_device(setting: str) -> str:
     return setting
 
 
-def tokenize_samples(
-    task: Task, template: Template, tokenizer: Any, samples: list, max_length: int
-) -> tuple[list, int]:
-    """The task's samples as rows; also how many had no labelled token within max_length (dropped)."""
-    rows = [task.tokenize(tokenizer, template, sample, max_length) for sample in samples]
-    kept = [row for row in rows if row is not None]
-    return kept, len(rows) - len(kept)
-
-
 def build_dataset(cfg: TrainConfig, tokenizer: Any, task: Task | None = None) -> TokenizedRows:
     """The task's training samples, tokenized with its template and loss mask."""
     task = task or get_task(cfg.task)
-    rows, dropped = tokenize_samples(
-        task, task.template(), tokenizer, task.train_samples(cfg.data.limit), cfg.data.max_length
+    rows, dropped = task.tokenize_all(
+        tokenizer, task.template(), task.train_samples(cfg.data.limit), cfg.data.max_length
     )
-    dataset = TokenizedRows(rows)
-    dataset.dropped = dropped
-    return dataset
+    return TokenizedRows(rows, dropped)
 
 
 @dataclass
@@ -160,7 +149,7 @@ def plan_run(cfg: TrainConfig) -> Plan:
                 else ""
             )
         )
-    heldout, _ = tokenize_samples(task, template, loaded.tokenizer, task.heldout_samples(), cfg.data.max_length)
+    heldout, _ = task.tokenize_all(loaded.tokenizer, template, task.heldout_samples(), cfg.data.max_length)
     resume_from = rundir.latest_checkpoint(run) if cfg.resume else None
     return Plan(cfg, run, loaded, fingerprint, blocks, module_names, dataset, resume_from, task, template, heldout)
 

@@ -117,11 +117,15 @@ class RunFolder:
         folder = self.path / "adapter"
         return folder if (folder / "adapter_config.json").is_file() else None
 
+    def task_record(self) -> dict:
+        """The run's task section (runs from before the task layer are E2E runs, their data keys in config)."""
+        return (self.meta or {}).get("task") or _task_from_old_config(self.config or {})
+
     def task(self):
-        """The task the run trained (runs from before the task layer are E2E runs)."""
+        """The task the run trained."""
         from superlora.tasks import task_from_record
 
-        return task_from_record((self.meta or {}).get("task") or _task_from_old_config(self.config or {}))
+        return task_from_record(self.task_record())
 
     def template(self):
         """The template the run trained with: recorded in run.json, else the task's."""
