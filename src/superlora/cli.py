@@ -52,9 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting ``key=value`` overrides come after flags too (argparse stops a positional list at a flag).
+
+    ``superlora identify prompts=hello --no-plots --out x max_count=1`` means what it says: every ``key=value``
+    left over joins the verb's ``[RECIPE.yaml] [key=value ...]`` items; anything else is still an error.
+    """
+    args, extra = parser.parse_known_args(argv)
+    overrides = [item for item in extra if "=" in item and not item.startswith("-")]
+    unknown = [item for item in extra if item not in overrides]
+    if overrides and not hasattr(args, "items"):
+        unknown = extra  # a verb that takes no overrides
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if overrides:
+        args.items = [*(args.items or []), *overrides]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     try:
         return int(args.func(args) or 0)
     except SuperloraError as exc:

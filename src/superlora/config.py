@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -37,6 +38,18 @@ def _unknown_key(key: str, cls: type, where: str, prefix: str = "") -> Superlora
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(valid)})"
     return SuperloraError(f"unknown config key '{key}' in {where}{hint}")
+
+
+def _as_float(value: Any) -> float | None:
+    """A number as float; YAML 1.1 reads "1e-2" (no dot) as a string, so numeric strings count too."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def _check(value: Any, hint: Any, key: str) -> Any:
@@ -71,13 +84,11 @@ def _check(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, bool):
             return value
     elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-2" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        number = _as_float(value)
+        if number is not None:
+            if not math.isfinite(number):  # .inf/.nan pass YAML and every "> 0" check, then train a NaN adapter
+                raise SuperloraError(f"config key '{key}': must be a finite number, got {value!r}")
+            return number
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -206,6 +217,10 @@ def read_yaml(path: str | Path) -> dict:
         raise SuperloraError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise SuperloraError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
+    except OSError as exc:
+        raise SuperloraError(f"cannot read {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -1,7 +1,8 @@
 """``superlora serve``: a local Gradio app to try the models, compare base and LoRA output, and watch
 super weights at work.
 
-Layout: ``limits`` (server-side caps), ``state`` (models loaded once, one lock), ``generate``
-(model calls, no Gradio), ``runs`` (training run folders), ``plots``, ``tabs/`` (one module per tab),
-``ui`` (assembly and launch), ``cli`` (the verb). Gradio is imported only by ``ui`` and ``tabs``.
+Layout: ``limits`` (server-side caps), ``access`` (the login, and one log line per refused request),
+``state`` (models loaded once, one lock), ``generate`` (model calls, no Gradio), ``runs`` (training run
+folders), ``plots``, ``tabs/`` (one module per tab), ``ui`` (assembly and launch), ``offline`` (environment
+and private temp folder), ``cli`` (the verb). Gradio is imported only by ``ui`` and ``tabs``.
 """

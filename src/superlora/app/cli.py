@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
+import os
 import sys
 import time
 
@@ -14,7 +14,16 @@ EPILOG = """examples:
   superlora serve                                        # smollm2-135m on http://127.0.0.1:7860
   superlora serve --adapter runs/e2e/lora runs/e2e/superweight --runs runs/e2e
   superlora serve --model ./my-hf-folder --superweights results/identify/x/superweights.json
-  superlora serve --host 0.0.0.0 --port 8080             # reachable from other machines: think twice
+  read -rsp 'USER:PASS: ' SUPERLORA_AUTH && export SUPERLORA_AUTH   # typed unseen, kept out of history
+  superlora serve --host 0.0.0.0 --port 8080             # other machines, behind that login
+  superlora serve --host 0.0.0.0 --auth alice:s3cret     # a login on the command line (and in shell history)
+  superlora serve --host 0.0.0.0 --insecure-no-auth      # anyone who can reach this machine: think twice
+
+A --host other than 127.0.0.1/localhost/::1 is refused unless a login is set (--auth USER:PASS or
+$SUPERLORA_AUTH=USER:PASS; --auth wins) or --insecure-no-auth is given. Plain http sends the login
+in clear: on an untrusted network put the app behind an https proxy. The app takes no files: uploads
+over 1 KB are refused, and Gradio's temp folder is a private one removed when the server stops.
+Refused requests (a wrong login, a forbidden file, an oversized upload) are logged one line each.
 
 Tabs: E2E generator (base vs adapters, slot check), Chat (streaming), Super-weight explorer
 (zero/scale/restore a weight and regenerate), Runs (configs, metrics, loss curves).
@@ -43,6 +52,16 @@ def register(subparsers) -> None:
     p.add_argument("--data", metavar="DIR", help="E2E data folder for the slot values (default: $SUPERLORA_E2E_DIR)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.add_argument(
+        "--auth",
+        metavar="USER:PASS",
+        help="require this login (default: $SUPERLORA_AUTH if set); needed for a --host others can reach",
+    )
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve a non-loopback --host without a login (anyone who can reach it can use the app)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads per model call (default: 1)")
     p.add_argument("--concurrency", type=int, default=1, help="model requests running at once (default: 1)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="server-side cap on new tokens (default: 256)")
@@ -53,10 +72,13 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from superlora.app.access import check_exposure, is_loopback, login_from
     from superlora.errors import SuperloraError
 
     if min(args.concurrency, args.threads, args.max_new_tokens, args.max_input_chars) < 1:
         raise SuperloraError("--threads, --concurrency, --max-new-tokens and --max-input-chars must be at least 1")
+    login = login_from(args.auth, os.environ)
+    check_exposure(args.host, login, args.insecure_no_auth)  # before anything slow loads
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from superlora.app.offline import offline_environment
 
@@ -75,16 +97,10 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     state = AppState.load(args.model, args.adapter, runs_dir, args.superweights, args.data, limits, args.threads)
     print(f"loaded {args.model} with {len(state.adapters)} adapter(s) in {time.perf_counter() - started:.1f} s")
-    if not _is_loopback(args.host):
+    if login is None and not is_loopback(args.host):
         print(f"warning: binding {args.host}: anyone who can reach this machine can use the app", file=sys.stderr)
     demo = build_app(state)
-    print(f"serving on http://{args.host}:{args.port}/  (Ctrl+C to stop)", flush=True)
-    launch(demo, args.host, args.port, block=True)
+    behind = f", login required as {login[0]!r}" if login else ""
+    print(f"serving on http://{args.host}:{args.port}/  (Ctrl+C to stop{behind})", flush=True)
+    launch(demo, args.host, args.port, block=True, auth=login)
     return 0
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"

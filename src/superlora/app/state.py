@@ -201,34 +201,16 @@ def _unique_names(adapters: list[Adapter]) -> None:
         seen.add(name)
 
 
-def _check_base(adapter: Adapter, fingerprint: str, model: str) -> None:
-    """Refuse an adapter whose run says it was trained on another base model."""
-    if adapter.run is None or not (adapter.run / "run.json").is_file():
-        return
-    from superlora.training import rundir
-
-    rundir.check_same_base(rundir.open_run(adapter.run).meta, fingerprint, model, adapter.run)
-
-
 def _attach(loaded: LoadedModel, adapters: list[Adapter]) -> nn.Module:
-    """Wrap the base model with every adapter under its name (peft multi-adapter)."""
-    from peft import PeftModel
-
+    """Wrap the base model with every adapter under its name (peft multi-adapter), each checked against the base
+    it was trained on (``training.adapters``: the same check as evaluate and merge)."""
+    from superlora.training.adapters import load_adapter
     from superlora.training.rundir import base_fingerprint
 
     fingerprint = base_fingerprint(loaded.model)
-    for adapter in adapters:
-        _check_base(adapter, fingerprint, loaded.name)
     peft_model = None
     for adapter in adapters:
-        try:
-            if peft_model is None:
-                peft_model = PeftModel.from_pretrained(loaded.model, str(adapter.folder), adapter_name=adapter.name)
-            else:
-                peft_model.load_adapter(str(adapter.folder), adapter_name=adapter.name)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SuperloraError(f"cannot load adapter {adapter.folder} onto {loaded.name}: {first}") from None
+        peft_model = load_adapter(loaded.model, adapter.folder, loaded.name, fingerprint, adapter.name, peft_model)
     peft_model.eval()
     return peft_model
 

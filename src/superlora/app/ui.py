@@ -6,12 +6,19 @@ Importing this module sets the offline environment before Gradio and the Hugging
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from superlora.app.offline import offline_environment
 
 offline_environment()
 
 import gradio as gr  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
+from superlora.app.access import RequestLog  # noqa: E402
 from superlora.app.state import AppState  # noqa: E402
 from superlora.app.tabs import chat, complete, e2e, explorer, runs  # noqa: E402
 
@@ -28,6 +35,7 @@ CSS = """
 .sl-wrong { background: #ffe2a8; }
 .sl-added { background: #e3d4ff; font-style: italic; }
 """
+MAX_UPLOAD_BYTES = 1024  # the app has no file inputs, and Gradio has no switch to turn its upload route off
 
 
 def build_app(state: AppState) -> gr.Blocks:
@@ -54,15 +62,28 @@ def build_app(state: AppState) -> gr.Blocks:
     return demo
 
 
-def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True):
-    """Serve locally: no share link, no SSR (it needs Node), no monitoring or run-history pages."""
-    return demo.launch(
+def launch(
+    demo: gr.Blocks,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    block: bool = True,
+    auth: tuple[str, str] | None = None,
+):
+    """Serve locally: no share link, no SSR (it needs Node), no monitoring or run-history pages.
+
+    ``auth`` is the one login Gradio then asks for. Uploads are capped at ``MAX_UPLOAD_BYTES`` (413
+    beyond), and ``RequestLog`` gives each refused or failed request one log line. With ``block``,
+    SIGTERM stops the server as Ctrl+C does, so the private temp folder is still removed at exit.
+    """
+    settings = dict(
         server_name=host,
         server_port=port,
+        auth=auth,
+        max_file_size=MAX_UPLOAD_BYTES,
+        app_kwargs={"middleware": [Middleware(RequestLog)]},  # a fresh dict: Gradio adds to it
         share=False,
         inbrowser=False,
         show_error=True,
-        prevent_thread_lock=not block,
         quiet=True,
         ssr_mode=False,
         mcp_server=False,
@@ -73,3 +94,29 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, bl
         css=CSS,
         theme=gr.themes.Soft(),
     )
+    if not block:
+        return demo.launch(prevent_thread_lock=True, **settings)
+    with sigterm_interrupts():
+        try:
+            return demo.launch(prevent_thread_lock=False, **settings)  # returns after Ctrl+C (Gradio catches it)
+        except KeyboardInterrupt:  # a Ctrl+C that lands while Gradio is still starting up
+            demo.close()
+            return None
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt in the main thread, where Gradio's wait loop stops the server
+    cleanly; without it the process dies on the spot and exit handlers never run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -117,6 +117,11 @@ def evaluate_config(args: argparse.Namespace):
         if getattr(args, flag) is not None
     ]
     overrides += [f"{flag}=true" for flag in ("skip_meteor", "python_nist") if getattr(args, flag)]
+    overrides += [
+        f"decode.{key}={getattr(args, flag)}"
+        for flag, key in (("beams", "num_beams"), ("batch_size", "batch_size"))
+        if getattr(args, flag, None) is not None
+    ]
     recipe = read_recipe(path) if path else {}
     own = {f.name for f in dataclasses.fields(EvaluateConfig)}
     if set(recipe) & ({f.name for f in dataclasses.fields(TrainConfig)} - own):  # a training recipe: its model, task
@@ -141,13 +146,14 @@ def evaluate_config(args: argparse.Namespace):
 def run_evaluate(args: argparse.Namespace) -> int:
     from superlora.evaluation import coco
     from superlora.evaluation.decode import attach_adapter, resolve_adapter, set_decode_threads
-    from superlora.evaluation.evaluate import evaluate, write_report
+    from superlora.evaluation.evaluate import check_out, evaluate, write_report
     from superlora.models import load_model
     from superlora.tasks import get_task
     from superlora.tasks.base import ScoreOptions
-    from superlora.training import rundir
 
     cfg, run = evaluate_config(args)
+    out = Path(cfg.out) if cfg.out else _default_out(cfg)
+    check_out(out)  # before the data and the model load
     task = get_task(cfg.task)
     task.check()
     if task.name == "e2e" and not cfg.skip_meteor:
@@ -155,7 +161,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     items = task.eval_items(cfg.split, cfg.limit)
     template = run.template() if run is not None else task.template()
     decode = cfg.decode.resolved(task.decode_defaults())
-    out = Path(cfg.out) if cfg.out else _default_out(cfg)
 
     threads = set_decode_threads(cfg.threads)
     print(
@@ -163,9 +168,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         flush=True,
     )
     loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    if run is not None:
-        rundir.check_same_base(run.meta, rundir.base_fingerprint(loaded.model), cfg.model, run.path)
-    model = attach_adapter(loaded.model, cfg.adapter) if cfg.adapter else loaded.model
+    model = attach_adapter(loaded.model, cfg.adapter, cfg.model) if cfg.adapter else loaded.model
     report, outputs = evaluate(
         task,
         model,
@@ -187,8 +190,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "threads": threads,
         **report,
     }
-    public = write_report(task, out, items, outputs, report)
-    (out / "summary.md").write_text(_summary(cfg, task, public, items, outputs), encoding="utf-8")
+    public = write_report(
+        task, out, items, outputs, report, lambda public: {"summary.md": _summary(cfg, task, public, items, outputs)}
+    )
     print("\n".join(task.score_lines(public)))
     print(f"decoded {len(items)} items in {report['decode_seconds']:.1f} s; wrote {out}/scores.json, summary.md")
     return 0
@@ -236,6 +240,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--adapter", help="LoRA adapter: a training run folder (with adapter/) or the adapter folder")
         p.add_argument("--model", help="alias, folder, .gguf or Hub id (default: the run's, else smollm2-135m)")
         p.add_argument("--limit", type=int, help="decode only the first N items (same as limit=N)")
+        p.add_argument("--beams", type=int, metavar="N", help="beam width (same as decode.num_beams=N)")
+        p.add_argument("--batch-size", type=int, metavar="N", help="prompts decoded at once (decode.batch_size=N)")
         p.add_argument("--out", help="output folder (default: RUN/eval-SPLIT with an adapter run, else evals/...)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         _add_scoring_flags(p)

@@ -73,17 +73,12 @@ def resolve_adapter(path: str | Path) -> Path:
     )
 
 
-def attach_adapter(model, adapter: str | Path):
-    """Wrap ``model`` with the LoRA adapter saved by peft ``save_pretrained``, in eval mode."""
-    from peft import PeftModel
+def attach_adapter(model, adapter: str | Path, model_ref: str = "the model", fingerprint: str | None = None):
+    """Wrap ``model`` with the LoRA adapter saved by peft ``save_pretrained``, in eval mode, after checking that
+    it was trained on this base (``training.adapters``)."""
+    from superlora.training.adapters import load_adapter
 
-    folder = resolve_adapter(adapter)
-    try:
-        wrapped = PeftModel.from_pretrained(model, str(folder))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SuperloraError(f"cannot load adapter {folder}: {first}") from None
-    return wrapped.eval()
+    return load_adapter(model, resolve_adapter(adapter), model_ref, fingerprint).eval()
 
 
 def generate(

@@ -4,6 +4,7 @@ have it) the held-out loss of the references, teacher-forced the way training co
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,12 +55,33 @@ def evaluate(
     return report, outputs
 
 
-def write_report(task: Task, out: Path, items: list[EvalItem], outputs: list[str], report: dict[str, Any]) -> dict:
-    """The task's output files and ``scores.json`` (without the per-output checks) into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    task.write_outputs(out, items, outputs, report)
+def check_out(out: Path) -> None:
+    """``out`` may be new, empty, or an earlier report (it is replaced whole); never a folder of the user's."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "scores.json").is_file())):
+        raise SuperloraError(f"out={out} exists and is not an earlier evaluate report; choose another out=...")
+
+
+def write_report(
+    task: Task,
+    out: Path,
+    items: list[EvalItem],
+    outputs: list[str],
+    report: dict[str, Any],
+    extra: Callable[[dict], dict[str, str]] | None = None,
+) -> dict:
+    """The task's output files, ``scores.json`` (without the per-output checks) and the ``extra(public report)``
+    text files, written into a hidden sibling and renamed to ``out``: a failure leaves no folder, half or empty."""
+    from superlora.training.rundir import write_atomic
+
+    check_out(out)
     public = {k: v for k, v in report.items() if not k.startswith("_")}
-    tmp = out / "scores.json.tmp"
-    tmp.write_text(json.dumps(public, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(out / "scores.json")
+
+    def fill(tmp: Path) -> None:
+        task.write_outputs(tmp, items, outputs, report)
+        (tmp / "scores.json").write_text(json.dumps(public, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for name, text in (extra(public) if extra else {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+
+    write_atomic(Path(out), fill)
     return public

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from superlora.errors import SuperloraError
+from superlora.errors import SuperloraError, quote
 
 # Column names the official scorer recognises (regexes from its documentation, matched at the start).
 _MR_HEADER = re.compile(r"(mr|src|source|meaning(?:[_ .-]rep(?:resentation)?)?|da|dial(?:ogue)?[_ .-]act)s?$", re.I)
@@ -40,7 +39,7 @@ class ScoringSet:
 
 
 def _quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+    return quote(text)
 
 
 def read_references(path: str | Path) -> list[tuple[str, list[str]]]:

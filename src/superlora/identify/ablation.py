@@ -29,15 +29,21 @@ class Coord:
 COORD_PATTERN = re.compile(r"^\s*(\d+)\s*[:,]\s*(\d+)\s*[:,]\s*(\d+)\s*$")
 
 
-def parse_coord(text: str, arch: ArchFacts) -> Coord:
-    """``"11:507:1229"`` (block:out:in) → Coord, checked against the model's shapes."""
+def parse_coord_text(text: str) -> Coord:
+    """``"11:507:1229"`` (block:out:in) → Coord, syntax only: checkable before a model is loaded."""
     match = COORD_PATTERN.match(text)
     if not match:
         raise SuperloraError(f"coordinate '{text}' is not BLOCK:OUT:IN (e.g. 2:3968:7003)")
-    coord = Coord(*(int(g) for g in match.groups()))
+    return Coord(*(int(g) for g in match.groups()))
+
+
+def parse_coord(text: str, arch: ArchFacts) -> Coord:
+    """``"11:507:1229"`` (block:out:in) → Coord, checked against the model's shapes."""
+    coord = parse_coord_text(text)
     limits = (arch.num_blocks, arch.mlp_out_features, arch.mlp_in_features)
-    for name, value, limit in zip(("block", "out channel", "in channel"), match.groups(), limits, strict=True):
-        if int(value) >= limit:
+    values = (coord.block, coord.out_channel, coord.in_channel)
+    for name, value, limit in zip(("block", "out channel", "in channel"), values, limits, strict=True):
+        if value >= limit:
             raise SuperloraError(f"coordinate '{text}': {name} {value} out of range (model has {limit})")
     return coord
 

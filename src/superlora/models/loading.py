@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 from torch import nn
 
 from superlora.errors import SuperloraError
-from superlora.models.aliases import ALIASES, cache_root, load_gguf, pull, save_cache
+from superlora.models.aliases import ALIASES, CACHE_MARKER, cache_root, load_gguf, pull, save_cache
 from superlora.models.arch import ArchFacts, describe_architecture
 
 # peft 0.21 still reads transformers' old attribute name when it wraps a model; nothing a user can act on.
@@ -118,6 +118,34 @@ def _gguf_cache_dir(path: Path) -> Path:
     return cache_root() / "gguf-models" / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
 
 
+GGUF_MAGIC = b"GGUF"
+
+
+def _check_gguf_magic(path: Path) -> None:
+    """Refuse a file that merely ends in .gguf before transformers parses it (it tracebacks)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(GGUF_MAGIC))
+    except OSError as exc:
+        raise SuperloraError(f"cannot read GGUF file {path}: {exc.strerror or exc}") from None
+    if head != GGUF_MAGIC:
+        raise SuperloraError(f"{path} is not a GGUF file (bad magic {head!r}, expected {GGUF_MAGIC!r})")
+
+
+def _cache_user_gguf(path: Path) -> Path:
+    """Dequantize a user's GGUF file once into the cache; return the cached folder."""
+    cached = _gguf_cache_dir(path)
+    if (cached / CACHE_MARKER).is_file():
+        return cached
+    _check_gguf_magic(path)
+    try:
+        model, tokenizer = load_gguf(path)
+    except Exception as exc:  # a corrupt or unsupported file can fail anywhere in the GGUF reader
+        raise SuperloraError(f"cannot read GGUF file {path}: {_first_line(exc)}") from None
+    save_cache(model, tokenizer, cached, {"source": str(path)})
+    return cached
+
+
 def resolve_weights(ref: str) -> tuple[str, str]:
     """Where to load ``ref`` from: (path or Hub id, kind). Prepares aliases and GGUF caches."""
     if ref in ALIASES:
@@ -126,11 +154,7 @@ def resolve_weights(ref: str) -> tuple[str, str]:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise SuperloraError(f"GGUF file not found: {path}")
-        cached = _gguf_cache_dir(path.resolve())
-        if not cached.is_dir():
-            model, tokenizer = load_gguf(path.resolve())
-            save_cache(model, tokenizer, cached, {"source": str(path.resolve())})
-        return str(cached), "gguf"
+        return str(_cache_user_gguf(path.resolve())), "gguf"
     if path.exists() and not path.is_dir():
         raise SuperloraError(f"model path {path} is a file; give a Hugging Face model folder or a .gguf file")
     return (str(path), "folder") if path.is_dir() else (ref, "hub")

@@ -27,6 +27,44 @@ def _say(text: str) -> None:
     print(f"superlora study: {text}", flush=True)
 
 
+RECIPE_MARK = "# written by superlora study: the arm's train recipe (rewritten on every run)\n"
+
+
+def _recipe_path(cfg: StudyConfig, arm: str) -> Path:
+    return Path(cfg.runs_dir) / f"{arm}.yaml"
+
+
+def _is_study_recipe(path: Path, run: Path) -> bool:
+    """Whether ``path`` is the recipe a study wrote for ``run`` (signed, or an older unsigned one naming it)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return text.startswith(RECIPE_MARK) or (isinstance(data, dict) and data.get("output_dir") == str(run))
+
+
+def check_arm_run(cfg: StudyConfig, arm: str) -> None:
+    """Refuse an arm whose run folder or recipe is something superlora did not write: never delete the user's files.
+
+    The trainer creates a run folder in one rename with its config.yaml, so a folder with
+    files but no config.yaml was not made by a run; an empty one holds nothing to lose.
+    """
+    run = Path(cfg.runs_dir) / arm
+    if run.exists() and not run.is_dir():
+        raise SuperloraError(f"{run} exists and is not a folder; move it away or set runs_dir=... to another folder")
+    if run.is_dir() and not (run / "config.yaml").is_file() and any(run.iterdir()):
+        raise SuperloraError(
+            f"{run} is not a superlora run folder (no config.yaml) but has files; "
+            "move it away or set runs_dir=... to another folder (it is left untouched)"
+        )
+    recipe = _recipe_path(cfg, arm)
+    if recipe.exists() and not _is_study_recipe(recipe, run):
+        raise SuperloraError(
+            f"{recipe} was not written by superlora study; move it away or set runs_dir=... to another folder"
+        )
+
+
 def train_arm(cfg: StudyConfig, arm: str) -> Path:
     """Train one arm (or finish it after an interruption) in a fresh process; return its run directory.
 
@@ -37,13 +75,12 @@ def train_arm(cfg: StudyConfig, arm: str) -> Path:
     if (run / "summary.json").is_file() and (run / "adapter").is_dir():
         _say(f"{arm}: already trained ({run})")
         return run
+    check_arm_run(cfg, arm)  # again: the folder may have appeared since run_study checked
     resume = (run / "config.yaml").is_file()
-    if run.exists() and not resume:  # killed before the run directory was complete
-        shutil.rmtree(run)
     train_cfg = dataclasses.replace(cfg.train, layers=arm, output_dir=str(run), resume=False)
-    recipe = Path(cfg.runs_dir) / f"{arm}.yaml"
+    recipe = _recipe_path(cfg, arm)
     recipe.parent.mkdir(parents=True, exist_ok=True)
-    recipe.write_text(yaml.safe_dump(to_dict(train_cfg), sort_keys=False))
+    recipe.write_text(RECIPE_MARK + yaml.safe_dump(to_dict(train_cfg), sort_keys=False))
     _say(f"{arm}: {'resuming' if resume else 'training'} in {run}")
     command = [sys.executable, "-m", "superlora", "train", str(recipe), *(["--resume"] if resume else [])]
     code = subprocess.run(command).returncode
@@ -106,9 +143,17 @@ def identify_once(cfg: StudyConfig) -> StudyConfig:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, superweights=str(path)))
 
 
+def _arms_to_train(cfg: StudyConfig) -> list[str]:
+    """The arms this run may still train: not ``base``, not already scored."""
+    arms = Path(cfg.out) / "arms"
+    return [arm for arm in cfg.arms if arm != "base" and not (arms / arm / "scores.json").is_file()]
+
+
 def run_study(cfg: StudyConfig) -> dict:
     """Every arm in order, skipping finished ones; then the tables, plots and README section."""
     out = Path(cfg.out)
+    for arm in _arms_to_train(cfg):  # first, before an identification or a model load
+        check_arm_run(cfg, arm)
     (out / "arms").mkdir(parents=True, exist_ok=True)
     if any(arm != "base" and arm != "all" for arm in cfg.arms):  # they need the super-weight blocks
         cfg = identify_once(cfg)

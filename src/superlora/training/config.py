@@ -44,6 +44,8 @@ class LoraConfig:
     def __post_init__(self) -> None:
         if self.r < 1:
             raise ValueError(f"lora.r must be >= 1, got {self.r}")
+        if self.alpha <= 0:
+            raise ValueError(f"lora.alpha must be > 0, got {self.alpha}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
         if self.targets is not None and not self.targets:
@@ -61,19 +63,27 @@ class OptimConfig:
     label_smoothing: float = 0.1
     batch_size: int = 8  # per process
     grad_accum: int = 1
-    max_steps: int = -1
+    max_steps: int = -1  # -1: train for ``epochs``
     epochs: float = 1.0
-    max_grad_norm: float = 1.0
+    max_grad_norm: float | None = 1.0  # clip the gradient norm to this; null: no clipping
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if not 0 < self.lr <= 1:
+            raise ValueError(f"optim.lr must be in (0, 1], got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("optim.batch_size and optim.grad_accum must be >= 1")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.max_steps <= 0 and self.epochs <= 0:
-            raise ValueError("set optim.max_steps > 0 or optim.epochs > 0")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"optim.max_steps must be > 0, or -1 to train for optim.epochs; got {self.max_steps}")
+        if self.max_steps == -1 and self.epochs <= 0:
+            raise ValueError(f"optim.epochs must be > 0 when optim.max_steps is -1, got {self.epochs}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ValueError(f"optim.max_grad_norm must be > 0 (or null for no clipping), got {self.max_grad_norm}")
 
 
 @dataclass
@@ -158,6 +168,8 @@ class TrainConfig:
         return data
 
     def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
         if self.count is not None and self.count < 1:
             raise ValueError(f"count must be >= 1, got {self.count}")
         if isinstance(self.layers, list) and not self.layers:

@@ -8,23 +8,80 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from superlora.errors import SuperloraError
 from superlora.training import rundir
 from superlora.training.config import OptimConfig, TrainConfig
 from superlora.training.plan import resolve_device
 from superlora.training.speed import TargetOnlyLogitsMixin
 
 
+class NonFiniteTraining(SuperloraError):
+    """The loss or the adapter's weights stopped being finite numbers: nothing after this step is worth keeping."""
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped batches whose order is a function of (seed, epoch) only.
+
+    transformers' sampler draws from the global torch RNG, whose state at the start of a resumed epoch
+    differs from the uninterrupted run's: a resume after the first epoch then skips the wrong batches.
+    Here each epoch has its own generator, so the Trainer's ``set_epoch`` + batch skipping is exact.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(2, dtype=np.uint32)
+        self.generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+        return super().__iter__()
+
+
+def check_finite(step: int, what: str, value: torch.Tensor, run: Path | None) -> None:
+    """Stop the run at the first non-finite loss or weight, before it reaches a checkpoint or the adapter."""
+    if bool(torch.isfinite(value).all()):
+        return
+    last = rundir.latest_checkpoint(run) if run is not None else None
+    kept = f"its last good checkpoint {last.name} stays" if last else "no checkpoint was written yet"
+    shown = f" ({value.reshape(-1)[0].item()})" if value.numel() == 1 else ""
+    raise NonFiniteTraining(
+        f"training stopped at step {step}: the {what} became non-finite{shown}; {kept} and no adapter was "
+        "written (lower optim.lr, keep optim.max_grad_norm set, and start a new run)"
+    )
+
+
+def write_failed(what: str, exc: OSError, run: Path | None) -> SuperloraError:
+    """One line for a write that failed (disk full): what was lost, what is still there, how to go on."""
+    last = rundir.latest_checkpoint(run) if run is not None else None
+    kept = f"{last.name} is intact: free space and resume with --resume" if last else "no checkpoint was written yet"
+    return SuperloraError(f"could not write {what} ({exc.strerror or exc}); {kept}")
+
+
+def check_weights(model: torch.nn.Module, step: int, run: Path | None) -> None:
+    """The trainable weights are all finite (one reduction: amax propagates NaN and inf)."""
+    trainable = [p.detach() for p in model.parameters() if p.requires_grad]
+    if trainable:
+        check_finite(step, "adapter's weights", torch.stack([p.abs().amax().float() for p in trainable]).amax(), run)
+
+
 class AtomicCheckpointTrainer(TargetOnlyLogitsMixin, Trainer):
-    """A Trainer whose checkpoints appear all at once (and whose loss may skip non-target logits, see speed).
+    """A Trainer whose checkpoints appear all at once, whose batches resume exactly in any epoch and which
+    stops at the first non-finite loss or weight (and whose loss may skip non-target logits, see speed).
 
     Each checkpoint is written into ``checkpoints/.staging/`` (every process adds its RNG
     state there), then renamed to ``checkpoints/checkpoint-N``. A kill during the write
@@ -32,15 +89,34 @@ class AtomicCheckpointTrainer(TargetOnlyLogitsMixin, Trainer):
     """
 
     _staging: str | None = None
+    run_dir: Path | None = None
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        lengths = [len(row["input_ids"]) for row in dataset]
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return EpochSeededLengthGroupedSampler(batch, lengths, seed)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        check_finite(self.state.global_step + 1, "loss", loss.detach(), self.run_dir)
+        return loss
 
     def _get_output_dir(self, trial: Any) -> str:
         return self._staging or super()._get_output_dir(trial)
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        check_weights(model, self.state.global_step, self.run_dir)  # a NaN adapter is never checkpointed
         final_root = Path(super()._get_output_dir(trial))
         self._staging = str(final_root / rundir.STAGING)
         try:
             super()._save_checkpoint(model, trial)
+        except OSError as exc:  # a full disk, a quota: the earlier checkpoints are whole, say so and stop
+            shutil.rmtree(final_root / rundir.STAGING, ignore_errors=True)
+            raise write_failed(f"checkpoint-{self.state.global_step}", exc, self.run_dir) from None
         finally:
             self._staging = None
         self.accelerator.wait_for_everyone()  # every rank has written its part
@@ -147,7 +223,7 @@ def optim_arguments(o: OptimConfig) -> dict[str, Any]:
         "warmup_steps": o.warmup_steps,
         "lr_scheduler_type": o.scheduler,
         "label_smoothing_factor": o.label_smoothing,
-        "max_grad_norm": o.max_grad_norm,
+        "max_grad_norm": o.max_grad_norm if o.max_grad_norm is not None else 0.0,  # 0: no clipping
     }
 
 

@@ -16,9 +16,8 @@ from superlora.verb import add_verb
 
 def merge(run: str | Path, out: str | Path | None = None, model: str | None = None) -> Path:
     """Merge ``RUN/adapter`` into the base model (the run's, or ``model``) and save it to ``out``."""
-    from peft import PeftModel
-
     from superlora.models import load_model
+    from superlora.training.adapters import load_adapter
 
     run = Path(run)
     folder = rundir.open_run(run)
@@ -31,8 +30,9 @@ def merge(run: str | Path, out: str | Path | None = None, model: str | None = No
 
     ref = model or config["model"]
     loaded = load_model(ref, trust_remote_code=bool(config.get("trust_remote_code", False)))
-    rundir.check_same_base(meta, rundir.base_fingerprint(loaded.model), ref, run)
-    merged = PeftModel.from_pretrained(loaded.model, str(adapter)).merge_and_unload()
+    fingerprint = rundir.base_fingerprint(loaded.model)
+    rundir.check_same_base(meta, fingerprint, ref, run)
+    merged = load_adapter(loaded.model, adapter, ref, fingerprint).merge_and_unload()
 
     def save(tmp: Path) -> None:
         merged.save_pretrained(tmp)  # safetensors by default

@@ -151,6 +151,8 @@ def plan_run(cfg: TrainConfig) -> Plan:
         )
     heldout, _ = task.tokenize_all(loaded.tokenizer, template, task.heldout_samples(), cfg.data.max_length)
     resume_from = rundir.latest_checkpoint(run) if cfg.resume else None
+    if resume_from is not None:
+        rundir.check_checkpoint(resume_from)
     return Plan(cfg, run, loaded, fingerprint, blocks, module_names, dataset, resume_from, task, template, heldout)
 
 

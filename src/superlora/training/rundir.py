@@ -17,13 +17,16 @@ filesystem), so a crash leaves either the old state or the new one, never half o
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,6 +212,35 @@ def latest_checkpoint(run: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def check_checkpoint(checkpoint: Path) -> None:
+    """Read every file a resume will load, so a damaged or tampered checkpoint is one line before training starts.
+
+    (A kill never leaves one: checkpoints appear by rename. A disk error or a hand edit can.)
+    """
+    from safetensors import safe_open
+    from transformers.trainer_pt_utils import safe_globals  # what the Trainer allows in rng_state.pth
+
+    earlier = sorted(
+        (int(m.group(1)), p.name)
+        for p in checkpoint.parent.iterdir()
+        if (m := CHECKPOINT_RE.match(p.name)) and p != checkpoint
+    )
+    hint = f"delete it to resume from {earlier[-1][1]}" if earlier else "start the run again"
+    current = checkpoint / "trainer_state.json"
+    try:
+        json.loads(current.read_text(encoding="utf-8"))["global_step"]
+        for current in sorted(checkpoint.glob("*.safetensors")):
+            with safe_open(str(current), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                    f.get_tensor(key)
+        for current in sorted(checkpoint.glob("*.pt")) + sorted(checkpoint.glob("*.pth")):
+            with safe_globals():
+                torch.load(current, map_location="cpu", weights_only=True)
+    except Exception as exc:  # JSON, safetensors, pickle and OS errors of a user's file all end here
+        detail = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:200]
+        raise SuperloraError(f"checkpoint {checkpoint} is damaged: {current.name}: {detail}; {hint}") from None
+
+
 def clean_staging(run: Path) -> None:
     """Delete what a killed run was writing when it died."""
     shutil.rmtree(run / CHECKPOINTS / STAGING, ignore_errors=True)
@@ -250,3 +282,48 @@ def read_log(path: Path) -> list[dict]:
         except ValueError:
             break
     return records
+
+
+def lock_path(run: Path) -> Path:
+    """The run's lock file: beside the folder, so it exists before the folder does (a new run is created by rename)."""
+    run = Path(run)
+    return run.parent / f".{run.name}.lock"
+
+
+@contextlib.contextmanager
+def locked(run: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run`` for one training process; a second one gets a SuperloraError.
+
+    ``flock`` is released by the kernel when its holder dies, so the lock of a killed run is stale by
+    construction: the next process takes it (the pid in the file only serves the message).
+    """
+    path = lock_path(run)
+    made_parent = not path.parent.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise SuperloraError(
+                f"run directory {run} is in use by {holder}; wait for it to finish or choose another output_dir=..."
+            ) from None
+        try:  # the holder before us may have unlinked the file it locked: lock the one at the path
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"superlora train (pid {os.getpid()} on {socket.gethostname()})".encode())
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+        if made_parent:
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # only if the failed run left it empty

@@ -15,22 +15,32 @@ is per process (effective batch = batch_size x processes x grad_accum):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import TrainerCallback, set_seed
+from transformers import TrainerCallback, TrainerState, set_seed
 from transformers.pytorch_utils import Conv1D
 
 from superlora import memory
 from superlora.config import to_dict
 from superlora.data.collate import PadCollator
 from superlora.training import rundir
+from superlora.training.adapters import write_base_record
 from superlora.training.config import TrainConfig
-from superlora.training.hf import AtomicCheckpointTrainer, HeldoutLoss, RunLog, training_arguments
+from superlora.training.hf import (
+    AtomicCheckpointTrainer,
+    HeldoutLoss,
+    RunLog,
+    check_weights,
+    training_arguments,
+    write_failed,
+)
 from superlora.training.layers import adapted_blocks
 from superlora.training.plan import Plan, batch_rows, plan_run, resolve_device
 from superlora.training.speed import speed_setup
@@ -100,13 +110,44 @@ def peak_rss_mb() -> float:
     return round(rss, 1)
 
 
+def final_state(plan: Plan) -> TrainerState | None:
+    """The trainer state of the checkpoint being resumed when it is the run's last step (else None).
+
+    Resuming such a checkpoint must not train on: the Trainer would run one more step past ``max_steps``.
+    """
+    if plan.resume_from is None:
+        return None
+    state = TrainerState.load_from_json(str(plan.resume_from / "trainer_state.json"))
+    return state if state.max_steps > 0 and state.global_step >= state.max_steps else None
+
+
+def finished_summary(run: Path) -> dict | None:
+    """The summary of a run that wrote its adapter and summary: resuming it has nothing to do."""
+    folder = rundir.open_run(run, strict=False)
+    return folder.summary if folder.adapter is not None and folder.summary else None
+
+
 def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> dict:
-    """Run (or resume) one fine-tuning job; return the summary that is also written to summary.json."""
+    """Run (or resume) one fine-tuning job; return the summary that is also written to summary.json.
+
+    The main process holds the run folder's lock throughout: a second ``train`` on it is refused.
+    """
+    lock = rundir.locked(Path(cfg.output_dir)) if is_main_process() else contextlib.nullcontext()
+    with lock:
+        return _train(cfg, callbacks)
+
+
+def _train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None) -> dict:
     t0 = time.perf_counter()
     memory.release_memory()  # whatever ran before in this process (a study's decoding) is not this run's peak
     memory.reset_peak_rss()
     plan = plan_run(cfg)
     cfg, run = plan.cfg, plan.run
+    final = final_state(plan)
+    if final is not None and (done := finished_summary(run)) is not None:
+        say(f"{run} already finished ({final.global_step} of {final.max_steps} steps): nothing to resume")
+        say(f"adapter: {run / 'adapter'}")
+        return done
     model = attach_lora(plan)
     fast = speed_setup(model, plan.loaded, cfg.speed, batch_rows(plan), resolve_device(cfg.device))
     args = training_arguments(dataclasses.replace(cfg, speed=fast.speed), run)
@@ -168,14 +209,34 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> d
         callbacks=[run_log, *extra, *(callbacks or [])],
     )
     trainer.target_only_logits = fast.target_only
-    trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
+    trainer.run_dir = run
+    if final is None:
+        trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
+        state = trainer.state
+    else:  # killed after its last checkpoint, before the adapter: write that checkpoint's adapter, train no more
+        say(f"{plan.resume_from.name} is the run's last step: writing its adapter without training further")
+        trainer._load_from_checkpoint(str(plan.resume_from))
+        state = final
+        run_log.start_time, run_log.start_tokens = time.perf_counter(), state.num_input_tokens_seen
+        run_log.start_step = state.global_step
+        evals = rundir.read_log(run / rundir.EVAL_LOG)
+        if extra and not (evals and evals[-1]["step"] == state.global_step):
+            extra[0].on_train_end(args, state, None, model=model)
     train_time = time.perf_counter() - run_log.start_time
-    state = trainer.state
+    check_weights(model, state.global_step, run)  # never a NaN adapter
 
     rss = peak_rss_mb()
     summary: dict[str, Any] = {}
     if is_main_process():
-        rundir.write_atomic(run / "adapter", lambda tmp: model.save_pretrained(tmp))
+
+        def save_adapter(tmp: Path) -> None:
+            model.save_pretrained(tmp)
+            write_base_record(tmp, cfg.model, plan.fingerprint)
+
+        try:
+            rundir.write_atomic(run / "adapter", save_adapter)
+        except OSError as exc:
+            raise write_failed("the adapter", exc, run) from None
         losses = [r["loss"] for r in rundir.read_log(run / "log.jsonl")] if (run / "log.jsonl").is_file() else []
         tokens = state.num_input_tokens_seen - run_log.start_tokens
         summary = {

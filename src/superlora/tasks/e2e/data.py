@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING
 from superlora.data.shapes import Completion
 from superlora.data.templates import CompletionTemplate
 from superlora.data.tokenize import tokenize_completion
-from superlora.errors import SuperloraError
+from superlora.errors import SuperloraError, quote
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -79,8 +78,7 @@ _PAIR = re.compile(r"\s*([^\[\],]*?)\s*\[([^\[\]]*)\]\s*(,|\Z)")
 
 
 def _quote(text: str) -> str:
-    """Quote text for an error message; newlines are escaped so it stays one line."""
-    return json.dumps(text, ensure_ascii=False)
+    return quote(text)
 
 
 def _brackets_balanced(text: str) -> bool:
