@@ -132,8 +132,10 @@ def test_task_choice_is_checked_with_did_you_mean():
         load_config(TrainConfig, None, ["task.name=chta"])
     with pytest.raises(SuperloraError, match="did you mean 'task.sources\\[0\\].weight'"):
         load_config(TrainConfig, None, ["task.name=chat", "task.sources=[{path: a.jsonl, wieght: 2}]"])
-    with pytest.raises(SuperloraError, match="weight must be a positive finite number"):
+    with pytest.raises(SuperloraError, match="'task.sources\\[0\\].weight': must be a finite number, got nan"):
         load_config(TrainConfig, None, ["task.name=chat", "task.sources=[{path: a.jsonl, weight: .nan}]"])
+    with pytest.raises(SuperloraError, match="weight must be a positive finite number"):
+        load_config(TrainConfig, None, ["task.name=chat", "task.sources=[{path: a.jsonl, weight: -1}]"])
 
 
 # -----------------------------------------------------------------------------
