@@ -362,3 +362,21 @@ def test_an_adapter_copied_away_from_its_run_still_refuses_another_base(
     err = one_line_error(capsys, "evaluate", f"model={other}", *args)
     assert "was trained on base model" in err and "is a different model" in err
     assert json.loads((tmp_path / "copied" / "superlora.json").read_text())["model"] == items[0].split("=", 1)[1]
+
+
+def test_an_adapter_with_nan_weights_is_refused(tiny_model_dir, e2e_dir, tmp_path, capsys):
+    """What an older superlora wrote after `optim.lr=.inf`: an all-NaN adapter, now refused wherever it is loaded."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model_dir = tiny_model_dir("llama")
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(r=4, target_modules=["q_proj"])
+    )
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            param.data.fill_(float("nan"))
+    peft_model.save_pretrained(tmp_path / "nan")
+    args = [f"task.source={e2e_dir}", "--adapter", str(tmp_path / "nan"), "--limit", "1", "--skip-meteor"]
+    err = one_line_error(capsys, "evaluate", f"model={model_dir}", *args)
+    assert "has non-finite weights" in err and "lora_B" in err

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from superlora.errors import SuperloraError
@@ -100,8 +101,18 @@ def load_adapter(
     check_base(folder, fingerprint, model_ref)
     try:
         if into is None:
-            return PeftModel.from_pretrained(model, str(folder), adapter_name=name)
-        into.load_adapter(str(folder), adapter_name=name)
-        return into
+            wrapped = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+        else:
+            into.load_adapter(str(folder), adapter_name=name)
+            wrapped = into
     except Exception as exc:  # a user's file: safetensors, JSON, shapes, missing keys all end here
         raise load_error(folder, model_ref, exc) from None
+    check_finite_adapter(wrapped, name, folder)
+    return wrapped
+
+
+def check_finite_adapter(model: nn.Module, name: str, folder: Path) -> None:
+    """Refuse an adapter with NaN or inf weights (a diverged run of an older superlora, or another tool's)."""
+    for param_name, param in model.named_parameters():
+        if f".{name}." in f"{param_name}." and "lora_" in param_name and not torch.isfinite(param).all():
+            raise SuperloraError(f"the adapter {folder} has non-finite weights ({param_name}); it cannot be used")
