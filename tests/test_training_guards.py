@@ -308,19 +308,14 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file_and_the_earlier_checkp
 def test_an_adapter_for_other_shapes_is_one_line_not_a_state_dict_dump(tiny_model_dir, e2e_dir, tmp_path, capsys):
     """A bare adapter folder (no run, no base record) of a model with other shapes."""
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import AutoModelForCausalLM
+
+    from tiny import tiny_config
 
     small = tiny_model_dir("llama")
-    other = AutoModelForCausalLM.from_config(
-        LlamaConfig(
-            num_hidden_layers=3,
-            hidden_size=48,
-            intermediate_size=64,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            vocab_size=96,
-        )
-    )
+    wider = tiny_config("llama")
+    wider.hidden_size = 48
+    other = AutoModelForCausalLM.from_config(wider)
     get_peft_model(other, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(tmp_path / "a")
     args = [f"task.source={e2e_dir}", "--adapter", str(tmp_path / "a"), "--limit", "1", "--skip-meteor"]
     err = one_line_error(capsys, "evaluate", f"model={small}", *args)
