@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from superlora.evaluation.decode import DecodeConfig
+from superlora.study.arms import KINDS
 from superlora.training.config import TrainConfig
 
-ARMS = ("base", "all", "superweights", "random", "first", "last")
+ARMS = ("base", "all", "superweights", "random", "first", "last")  # the default arms (study.arms.KINDS: all)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class StudyConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     arms: list[str] = field(default_factory=lambda: list(ARMS))
+    seeds: list[int] | None = None  # each trained arm once per seed (random: a new draw of blocks); None: train.seed
     runs_dir: str = "runs/study"  # training runs (checkpoints, adapters): large, not committed
     out: str = "results/study"  # scores, tables, plots: small, committed
     readme: str | None = "README.md"  # section between the study markers is regenerated
@@ -57,8 +59,12 @@ class StudyConfig:
         return data
 
     def __post_init__(self) -> None:
-        unknown = [a for a in self.arms if a not in ARMS]
+        unknown = [a for a in self.arms if a not in KINDS]
         if unknown:
-            raise ValueError(f"arms: unknown {', '.join(unknown)} (choose from {', '.join(ARMS)})")
+            raise ValueError(f"arms: unknown {', '.join(unknown)} (choose from {', '.join(KINDS)})")
         if not self.arms:
             raise ValueError("arms: name at least one arm")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise ValueError(f"seeds: give distinct seeds (or null for train.seed), got {self.seeds}")
+        if any(s < 0 for s in self.seeds or []):
+            raise ValueError(f"seeds must be >= 0, got {self.seeds}")

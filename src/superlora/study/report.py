@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from superlora.study.arms import study_arms  # noqa: E402
 from superlora.study.config import StudyConfig  # noqa: E402
 from superlora.tasks import get_task  # noqa: E402
 from superlora.tasks.base import Metric, Task  # noqa: E402
@@ -33,15 +34,17 @@ def collect(cfg: StudyConfig) -> list[dict]:
     """One row per finished arm: quality (every metric of the task), cost and adapter size."""
     task = get_task(cfg.train.task)
     rows = []
-    for arm in cfg.arms:
-        arm_dir = Path(cfg.out) / "arms" / arm
+    for arm in study_arms(cfg):
+        arm_dir = Path(cfg.out) / "arms" / arm.key
         scores = _read(arm_dir / "scores.json")
         if scores is None:
             continue
         train = _read(arm_dir / "train_summary.json") or {}
         rows.append(
             {
-                "arm": arm,
+                "arm": arm.key,
+                "kind": arm.kind,
+                "seed": arm.seed,
                 "blocks": train.get("blocks"),
                 "trainable_params": train.get("trainable_params", 0),
                 "steps": train.get("steps", 0),
@@ -150,10 +153,10 @@ def findings(rows: list[dict], task: Task) -> list[str]:
 
 def plot_losses(cfg: StudyConfig, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
-    for arm in cfg.arms:
-        records = read_log(Path(cfg.out) / "arms" / arm / "log.jsonl")
+    for arm in study_arms(cfg):
+        records = read_log(Path(cfg.out) / "arms" / arm.key / "log.jsonl")
         if records:
-            ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=arm)
+            ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=arm.key)
     ax.set_xlabel("optimiser step")
     smoothing = cfg.train.optim.label_smoothing
     ax.set_ylabel(f"training loss{f' (label smoothing {smoothing:g})' if smoothing else ''}")

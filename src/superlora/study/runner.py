@@ -19,6 +19,7 @@ import yaml
 from superlora.config import to_dict
 from superlora.errors import SuperloraError
 from superlora.evaluation.decode import set_decode_threads
+from superlora.study.arms import Arm, arm_train_config, study_arms
 from superlora.study.config import StudyConfig
 from superlora.study.report import write_report
 
@@ -65,27 +66,27 @@ def check_arm_run(cfg: StudyConfig, arm: str) -> None:
         )
 
 
-def train_arm(cfg: StudyConfig, arm: str) -> Path:
+def train_arm(cfg: StudyConfig, arm: Arm) -> Path:
     """Train one arm (or finish it after an interruption) in a fresh process; return its run directory.
 
     A fresh process per arm, so that each arm's wall time and peak memory are its own: in one long-lived
     process the heap an earlier arm (or a decode) grew stays resident and inflates the next arm's peak.
     """
-    run = Path(cfg.runs_dir) / arm
+    run = Path(cfg.runs_dir) / arm.key
     if (run / "summary.json").is_file() and (run / "adapter").is_dir():
-        _say(f"{arm}: already trained ({run})")
+        _say(f"{arm.key}: already trained ({run})")
         return run
-    check_arm_run(cfg, arm)  # again: the folder may have appeared since run_study checked
+    check_arm_run(cfg, arm.key)  # again: the folder may have appeared since run_study checked
     resume = (run / "config.yaml").is_file()
-    train_cfg = dataclasses.replace(cfg.train, layers=arm, output_dir=str(run), resume=False)
-    recipe = _recipe_path(cfg, arm)
+    train_cfg = arm_train_config(cfg, arm, run)
+    recipe = _recipe_path(cfg, arm.key)
     recipe.parent.mkdir(parents=True, exist_ok=True)
     recipe.write_text(RECIPE_MARK + yaml.safe_dump(to_dict(train_cfg), sort_keys=False))
-    _say(f"{arm}: {'resuming' if resume else 'training'} in {run}")
+    _say(f"{arm.key}: {'resuming' if resume else 'training'} in {run}")
     command = [sys.executable, "-m", "superlora", "train", str(recipe), *(["--resume"] if resume else [])]
     code = subprocess.run(command).returncode
     if code != 0:
-        raise SuperloraError(f"training arm '{arm}' failed (exit code {code}); its output is above")
+        raise SuperloraError(f"training arm '{arm.key}' failed (exit code {code}); its output is above")
     return run
 
 
@@ -144,9 +145,9 @@ def identify_once(cfg: StudyConfig) -> StudyConfig:
 
 
 def _arms_to_train(cfg: StudyConfig) -> list[str]:
-    """The arms this run may still train: not ``base``, not already scored."""
+    """The keys of the arms this run may still train: not ``base``, not already scored."""
     arms = Path(cfg.out) / "arms"
-    return [arm for arm in cfg.arms if arm != "base" and not (arms / arm / "scores.json").is_file()]
+    return [a.key for a in study_arms(cfg) if a.kind != "base" and not (arms / a.key / "scores.json").is_file()]
 
 
 def run_study(cfg: StudyConfig) -> dict:
@@ -163,13 +164,13 @@ def run_study(cfg: StudyConfig) -> dict:
 
     task = get_task(cfg.train.task)
     task.check()
-    for arm in cfg.arms:
-        arm_dir = out / "arms" / arm
+    for arm in study_arms(cfg):
+        arm_dir = out / "arms" / arm.key
         if (arm_dir / "scores.json").is_file():
-            _say(f"{arm}: done already ({arm_dir / 'scores.json'})")
+            _say(f"{arm.key}: done already ({arm_dir / 'scores.json'})")
             continue
-        run = None if arm == "base" else train_arm(cfg, arm)
-        scores = evaluate_arm(cfg, arm, run)
+        run = None if arm.kind == "base" else train_arm(cfg, arm)
+        scores = evaluate_arm(cfg, arm.key, run) | {"kind": arm.kind, "seed": arm.seed}
         if run is not None:  # keep what the report needs next to the scores: runs/ is not committed
             shutil.copy(run / "summary.json", arm_dir / "train_summary.json")
             shutil.copy(run / "log.jsonl", arm_dir / "log.jsonl")
@@ -178,7 +179,7 @@ def run_study(cfg: StudyConfig) -> dict:
         tmp = arm_dir / "scores.json.tmp"
         tmp.write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
         tmp.replace(arm_dir / "scores.json")  # last: marks the arm finished
-        _say(f"{arm}: " + ", ".join(line.strip() for line in task.score_lines(scores)))
+        _say(f"{arm.key}: " + ", ".join(line.strip() for line in task.score_lines(scores)))
     report = write_report(cfg)
     _say(f"finished in {time.perf_counter() - started:.0f} s; results in {out}")
     return report

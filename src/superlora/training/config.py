@@ -13,7 +13,7 @@ from typing import Literal
 from superlora.errors import SuperloraError
 from superlora.tasks import DefaultTask, TaskSection
 
-LayerStrategy = Literal["all", "superweights", "random", "first", "last"]
+LayerStrategy = Literal["all", "superweights", "above", "avoid", "random", "first", "last"]
 
 
 @dataclass
@@ -129,7 +129,8 @@ class TrainConfig:
     """One fine-tuning run. ``layers`` picks the blocks that get adapters:
 
     ``all`` (baseline), ``superweights`` (blocks holding super weights, from ``superweights``
-    or identified on the fly), ``random``/``first``/``last`` (controls with ``count`` blocks;
+    or identified on the fly), ``above`` (every block after the highest of them), ``avoid`` (every block
+    but them), ``random``/``first``/``last`` (controls with ``count`` blocks;
     ``count`` defaults to the number of super-weight blocks) or an explicit list of indices.
     """
 

@@ -1,7 +1,8 @@
 """Which transformer blocks get LoRA adapters, and the exact module names that means.
 
 The study compares adapters in the blocks that hold super weights with adapters everywhere
-(the baseline) and with controls of the same size (random, first, last blocks). Selection
+(the baseline), with placements defined by them (``above`` the highest one, ``avoid`` them) and with
+controls of the same size (random, first, last blocks). Selection
 is resolved to explicit full module names, so peft cannot silently adapt anything else.
 """
 
@@ -84,6 +85,8 @@ def select_blocks(cfg: TrainConfig, loaded: LoadedModel) -> tuple[list[int], int
         return list(range(n)), cfg.count
     if cfg.layers == "superweights":
         return superweight_blocks(), cfg.count
+    if cfg.layers in ("above", "avoid"):
+        return placed_around(cfg.layers, superweight_blocks(), n), cfg.count
     count = cfg.count if cfg.count is not None else len(superweight_blocks())
     if count > n:
         raise SuperloraError(f"count={count} is more blocks than the model has ({n})")
@@ -92,6 +95,26 @@ def select_blocks(cfg: TrainConfig, loaded: LoadedModel) -> tuple[list[int], int
     if cfg.layers == "last":
         return list(range(n - count, n)), count
     return sorted(random.Random(cfg.seed).sample(range(n), count)), count  # random
+
+
+def placed_around(strategy: str, superweight_blocks: list[int], num_blocks: int) -> list[int]:
+    """``above``: every block after the highest super-weight block (the backward pass stops there, which is
+    where layer selection saves time); ``avoid``: every block except the super-weight ones."""
+    if strategy == "above":
+        top = max(superweight_blocks)
+        if top == num_blocks - 1:
+            raise SuperloraError(f"layers: above: the super weights are in the last block ({top}); no block is above")
+        return list(range(top + 1, num_blocks))
+    rest = [b for b in range(num_blocks) if b not in set(superweight_blocks)]
+    if not rest:
+        raise SuperloraError("layers: avoid: every block holds a super weight; no block is left")
+    return rest
+
+
+def matched_rank(rank: int, num_blocks: int, selected: int) -> int:
+    """The rank at which LoRA in ``selected`` blocks has as many trainable parameters as rank ``rank`` in all
+    ``num_blocks`` (exact when every block's targets have the same shapes, as in every decoder here)."""
+    return max(1, round(rank * num_blocks / selected))
 
 
 def default_targets(arch: ArchFacts) -> list[str]:

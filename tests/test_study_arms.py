@@ -1,0 +1,89 @@
+"""The study's arms: placements defined by the super weights, the matched-budget arm, seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+from pathlib import Path
+
+import pytest
+
+from superlora.config import load_config
+from superlora.errors import SuperloraError
+from superlora.study.arms import Arm, arm_train_config, study_arms
+from superlora.study.config import StudyConfig
+from superlora.training.config import TrainConfig
+from superlora.training.layers import matched_rank, placed_around, select_blocks
+from test_training import base_args, data_dir, superweights_json  # noqa: F401 (fixtures)
+
+
+def _loaded(num_blocks: int):
+    return types.SimpleNamespace(arch=types.SimpleNamespace(num_blocks=num_blocks))
+
+
+@pytest.mark.parametrize(
+    ("strategy", "blocks", "expected"),
+    [("above", [2, 11], list(range(12, 30))), ("avoid", [2, 11], [b for b in range(30) if b not in (2, 11)])],
+)
+def test_above_and_avoid_are_placed_by_the_super_weight_blocks(tmp_path, strategy, blocks, expected):
+    path = tmp_path / "sw.json"
+    path.write_text(json.dumps({"super_weights": [{"block": b} for b in blocks]}))
+    cfg = load_config(TrainConfig, None, [f"layers={strategy}", f"superweights={path}"])
+    assert select_blocks(cfg, _loaded(30))[0] == expected
+
+
+def test_above_the_last_block_and_avoiding_every_block_are_refused():
+    with pytest.raises(SuperloraError, match="no block is above"):
+        placed_around("above", [1, 2], 3)
+    with pytest.raises(SuperloraError, match="no block is left"):
+        placed_around("avoid", [0, 1, 2], 3)
+
+
+def test_matched_rank_gives_the_all_block_parameter_count(tiny_model_dir, base_args, tmp_path):  # noqa: F811
+    """On a tiny Llama (3 blocks, one super-weight block), rank 4 x 3 blocks == rank 12 x 1 block, trained."""
+    from superlora.training.trainer import train
+
+    model = tiny_model_dir("llama")
+    sw = superweights_json(tmp_path / "sw.json")
+    sw.write_text(json.dumps({**json.loads(sw.read_text()), "architecture": {"num_blocks": 3}}))
+    study = load_config(
+        StudyConfig, None, ["arms=[all, superweights-matched]", f"train.superweights={sw}", "train.lora.r=4"]
+    )
+    items = base_args(model, "x", **{"optim.max_steps": 1})
+    shared = load_config(TrainConfig, None, [*items, f"superweights={sw}", "lora.r=4"])
+    study = dataclasses.replace(study, train=shared)
+    all_arm, matched = study_arms(study)
+    all_cfg = arm_train_config(study, all_arm, tmp_path / "all")
+    matched_cfg = arm_train_config(study, matched, tmp_path / "matched")
+    assert matched_cfg.layers == "superweights" and matched_cfg.lora.r == 12 and matched_cfg.lora.alpha == 96
+    assert train(all_cfg)["trainable_params"] == train(matched_cfg)["trainable_params"] == 1344
+    assert matched_rank(4, 30, 2) == 60  # SmolLM2-135M: blocks 2 and 11 at rank 60 match all 30 at rank 4
+
+
+def test_each_trained_arm_runs_once_per_seed_and_base_once():
+    study = load_config(StudyConfig, None, ["arms=[base, all, random]", "seeds=[1, 2, 3]"])
+    arms = study_arms(study)
+    assert [a.key for a in arms] == ["base", "all-s1", "all-s2", "all-s3", "random-s1", "random-s2", "random-s3"]
+    assert arms[0] == Arm("base", None, "base")
+    configs = [arm_train_config(study, a, Path("r") / a.key) for a in arms[4:]]
+    assert [c.seed for c in configs] == [1, 2, 3] and {c.layers for c in configs} == {"random"}
+
+
+def test_a_one_seed_study_keeps_the_arm_names_of_the_committed_results():
+    study = load_config(StudyConfig, None, ["arms=[base, all, superweights]", "train.seed=42"])
+    assert [a.key for a in study_arms(study)] == ["base", "all", "superweights"]
+    assert [a.seed for a in study_arms(study)] == [None, 42, 42]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seeds=[1, 1]", "give distinct seeds"),
+        ("seeds=[-1]", "seeds must be >= 0"),
+        ("arms=[middle]", "unknown middle"),
+    ],
+)
+def test_bad_seeds_and_arms_are_one_line(override, message):
+    with pytest.raises(SuperloraError, match=message):
+        load_config(StudyConfig, None, [override])
