@@ -95,3 +95,25 @@ def test_unknown_arm_is_refused():
 
     with pytest.raises(SuperloraError, match="arms: unknown middle"):
         load_config(StudyConfig, None, ["arms=[base, middle]"])
+
+
+def test_a_study_with_seeds_reports_mean_std_and_paired_bootstrap_tests(study_cfg):
+    """Two seeds of all and superweights: a summary per kind and the superweights-vs-all test, in files."""
+    import dataclasses
+
+    cfg = dataclasses.replace(study_cfg, arms=["base", "all", "superweights"], seeds=[1, 2])
+    report = run_study(cfg)
+    out = Path(cfg.out)
+    assert [r["arm"] for r in report["arms"]] == ["base", "all-s1", "all-s2", "superweights-s1", "superweights-s2"]
+    kinds = {k["kind"]: k for k in report["kinds"]}
+    assert kinds["all"]["seeds"] == 2 and kinds["base"]["seeds"] == 1
+    bleus = [r["BLEU"] for r in report["arms"] if r["kind"] == "all"]
+    assert kinds["all"]["BLEU"] == pytest.approx(sum(bleus) / 2)
+    (comparison,) = report["comparisons"]
+    assert comparison["arm"] == "superweights" and comparison["against"] == "all" and comparison["seeds"] == [2, 2]
+    sw = [r["BLEU"] for r in report["arms"] if r["kind"] == "superweights"]
+    assert comparison["delta"] == pytest.approx(sum(sw) / 2 - sum(bleus) / 2, abs=1e-9)
+    assert comparison["ci_low"] <= comparison["delta"] <= comparison["ci_high"] and 0 <= comparison["p_value"] <= 1
+    results = (out / "results.md").read_text()
+    assert "| superweights | 2 |" in results and "| superweights | all | 2 vs 2 |" in results
+    assert "Differences in BLEU (paired bootstrap over the 3 test items" in Path(cfg.readme).read_text()

@@ -12,6 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from superlora.study.arms import study_arms  # noqa: E402
 from superlora.study.config import StudyConfig  # noqa: E402
+from superlora.study.significance import (  # noqa: E402
+    compare_arms,
+    markdown_comparisons,
+    markdown_seed_summary,
+    seed_summary,
+)
 from superlora.tasks import get_task  # noqa: E402
 from superlora.tasks.base import Metric, Task  # noqa: E402
 from superlora.training.rundir import read_log  # noqa: E402
@@ -191,7 +197,7 @@ def plot_quality_vs_time(rows: list[dict], path: Path, task: Task) -> Path:
     return path
 
 
-def readme_section(cfg: StudyConfig, rows: list[dict], out: Path, task: Task) -> str:
+def readme_section(cfg: StudyConfig, rows: list[dict], out: Path, task: Task, extra: list[str] = ()) -> str:
     t, e = cfg.train, cfg.eval
     decode = e.decode.resolved(task.decode_defaults())
     budget = (
@@ -209,6 +215,7 @@ def readme_section(cfg: StudyConfig, rows: list[dict], out: Path, task: Task) ->
             "",
             markdown_table(rows, task),
             "",
+            *[line for table in extra for line in (table, "")],
             f"Whole study: {_study_minutes(rows):.0f} min of training and decoding on this 2-core CPU "
             f"(train time: the optimiser steps; decode: the {e.split} items; model loads and scoring not counted).",
             "",
@@ -240,14 +247,28 @@ def write_report(cfg: StudyConfig) -> dict:
     out = Path(cfg.out)
     task = get_task(cfg.train.task)
     rows = collect(cfg)
-    report = {"task": task.name, "primary_metric": task.primary.name, "arms": rows}
+    summary = seed_summary(rows, task)
+    comparisons = compare_arms(cfg, task) if rows else []
+    report = {
+        "task": task.name,
+        "primary_metric": task.primary.name,
+        "arms": rows,
+        "kinds": summary,
+        "comparisons": comparisons,
+    }
     (out / "study.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "results.md").write_text(markdown_table(rows, task) + "\n")
+    items = rows[0]["outputs"] if rows else "?"
+    tables = [markdown_table(rows, task)]
+    if any(e["seeds"] > 1 for e in summary):
+        tables.append(markdown_seed_summary(summary, task))
+    tables.append(markdown_comparisons(comparisons, task, items))
+    (out / "results.md").write_text("\n\n".join(tables) + "\n")
     if rows:
         plot_losses(cfg, out / "loss_curves.png")
         plot_quality_vs_time(rows, out / "quality_vs_time.png", task)
         if cfg.readme and Path(cfg.readme).is_file():
-            update_readme(Path(cfg.readme), readme_section(cfg, rows, out, task), cfg.name)
+            section = readme_section(cfg, rows, out, task, tables[1:])
+            update_readme(Path(cfg.readme), section, cfg.name)
     print(text_table(rows, task))
     for line in findings(rows, task):
         print(line)

@@ -8,6 +8,7 @@ nor ``app/``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -137,6 +138,15 @@ class Task(ABC):
     @abstractmethod
     def write_outputs(self, out: Path, items: list[EvalItem], outputs: list[str], scores: dict) -> list[str]:
         """Write the outputs (and per-output checks) into ``out``; return the file names written."""
+
+    def read_outputs(self, folder: Path, items: list[EvalItem]) -> list[str] | None:
+        """The outputs ``write_outputs`` wrote into ``folder``, in the order of ``items`` (None: not readable)."""
+        return None
+
+    def item_values(self, items: list[EvalItem], outputs: list[str]) -> tuple[Any, Callable[[Any], float]] | None:
+        """Per-item values and the function that turns a selection of them into the primary metric, for the
+        study's paired bootstrap (E2E: BLEU's n-gram statistics; exact match: 0/1 and the mean); None: none."""
+        return None
 
     def values(self, scores: dict) -> dict[str, float | None]:
         """Every metric of ``metrics`` from a score dict (what tables and the study read)."""

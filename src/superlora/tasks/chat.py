@@ -221,6 +221,21 @@ class ChatTask(Task):
             metrics |= {"exact_match": strict / n, "exact_match_last_number": lenient / n, "answered": answered / n}
         return {"metrics": metrics, "_checks": checks}
 
+    def read_outputs(self, folder: Path, items: list[EvalItem]) -> list[str] | None:
+        path = Path(folder) / "outputs.jsonl"
+        if not path.is_file():
+            return None
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [r["output"] for r in records] if [r["prompt"] for r in records] == [i.key for i in items] else None
+
+    def item_values(self, items: list[EvalItem], outputs: list[str]):
+        if self.cfg.answer != "gsm8k":
+            return None
+        import numpy as np
+
+        checks = self.score(items, outputs, ScoreOptions())["_checks"]
+        return np.array([float(c["correct"]) for c in checks]), lambda values: float(np.mean(values))
+
     def write_outputs(self, out: Path, items: list[EvalItem], outputs: list[str], scores: dict) -> list[str]:
         checks = scores.get("_checks") or [{}] * len(items)
         with (out / "outputs.jsonl").open("w", encoding="utf-8") as fh:

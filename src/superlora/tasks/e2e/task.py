@@ -77,6 +77,21 @@ class E2ETask(Task):
         write_outputs(out, [i.key for i in items], outputs, scores.get("_ser_examples"))
         return ["outputs.tsv", "slot_errors.tsv"]
 
+    def read_outputs(self, folder: Path, items: list[EvalItem]) -> list[str] | None:
+        import csv
+
+        path = Path(folder) / "outputs.tsv"
+        if not path.is_file():
+            return None
+        with path.open(encoding="utf-8", newline="") as f:
+            by_mr = {row["MR"]: row["output"] for row in csv.DictReader(f, delimiter="\t")}
+        return [by_mr[i.key] for i in items] if all(i.key in by_mr for i in items) else None
+
+    def item_values(self, items: list[EvalItem], outputs: list[str]):
+        from superlora.evaluation.bootstrap import bleu_from_stats, bleu_item_stats
+
+        return bleu_item_stats([i.references for i in items], outputs), bleu_from_stats
+
     def axis_label(self, metric: Metric) -> str:
         return {"BLEU": "BLEU (official-equivalent scorer)", "SER": "slot error rate"}.get(metric.name, metric.name)
 
