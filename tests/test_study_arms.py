@@ -87,3 +87,43 @@ def test_a_one_seed_study_keeps_the_arm_names_of_the_committed_results():
 def test_bad_seeds_and_arms_are_one_line(override, message):
     with pytest.raises(SuperloraError, match=message):
         load_config(StudyConfig, None, [override])
+
+
+def test_the_gradient_probe_picks_count_blocks_records_its_scores_and_leaves_the_base_untouched(
+    tiny_model_dir,
+    base_args,  # noqa: F811
+    tmp_path,
+):
+    from superlora.training.rundir import base_fingerprint, open_run
+    from superlora.training.trainer import train
+
+    items = base_args(tiny_model_dir("llama"), "probe", **{"optim.max_steps": 2})
+    summary = train(load_config(TrainConfig, None, [*items, "layers=probe", "count=2", "probe_steps=4"]))
+    run = open_run(tmp_path / "probe")
+    scores = run.meta["probe"]["scores"]
+    assert run.meta["probe"]["steps"] == 4 and len(scores) == 3 and all(s > 0 for s in scores)
+    top2 = sorted(sorted(range(3), key=lambda b: -scores[b])[:2])
+    assert run.meta["blocks"] == summary["blocks"] == top2
+    from tiny import tiny_model
+
+    assert run.meta["base_fingerprint"] == base_fingerprint(tiny_model("llama"))  # the probe changed no base weight
+
+
+def test_a_run_recorded_before_a_new_setting_existed_still_resumes(tiny_model_dir, base_args, tmp_path):  # noqa: F811
+    """config.yaml of an older superlora lacks probe_steps: its default is assumed, not a change."""
+    import yaml
+
+    from superlora.training.trainer import train
+
+    items = base_args(tiny_model_dir("llama"), "old", **{"optim.max_steps": 6, "checkpoint.every": 2})
+    train(load_config(TrainConfig, None, items))
+    config = tmp_path / "old" / "config.yaml"
+    recipe = yaml.safe_load(config.read_text())
+    del recipe["probe_steps"]
+    config.write_text(yaml.safe_dump(recipe))
+    import shutil
+
+    shutil.rmtree(tmp_path / "old" / "adapter")
+    (tmp_path / "old" / "summary.json").unlink()
+    shutil.rmtree(tmp_path / "old" / "checkpoints" / "checkpoint-6")
+    assert train(load_config(TrainConfig, None, [*items, "resume=true"]))["steps"] == 6

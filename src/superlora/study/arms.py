@@ -29,6 +29,7 @@ KINDS: dict[str, str] = {
     "trainable-parameter count",
     "above": "every block above the highest super-weight block",
     "avoid": "every block except the super-weight blocks",
+    "probe": "as many blocks, those with the largest LoRA gradients in a short all-block probe (training.probe)",
     "random": "as many random blocks as hold super weights (a new draw per seed)",
     "first": "as many of the first blocks",
     "last": "as many of the last blocks",

@@ -40,7 +40,7 @@ def _pairs(kinds: list[str]) -> list[tuple[str, str]]:
     """What the conclusions rest on: every arm against all blocks, super weights against each control."""
     pairs = [(k, "all") for k in kinds if k not in ("all", "base")] if "all" in kinds else []
     if "superweights" in kinds:
-        pairs += [("superweights", c) for c in ("random", "first", "last", "above", "avoid") if c in kinds]
+        pairs += [("superweights", c) for c in ("probe", "random", "first", "last", "above", "avoid") if c in kinds]
     return pairs
 
 

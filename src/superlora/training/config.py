@@ -13,7 +13,7 @@ from typing import Literal
 from superlora.errors import SuperloraError
 from superlora.tasks import DefaultTask, TaskSection
 
-LayerStrategy = Literal["all", "superweights", "above", "avoid", "random", "first", "last"]
+LayerStrategy = Literal["all", "superweights", "above", "avoid", "probe", "random", "first", "last"]
 
 
 @dataclass
@@ -130,7 +130,8 @@ class TrainConfig:
 
     ``all`` (baseline), ``superweights`` (blocks holding super weights, from ``superweights``
     or identified on the fly), ``above`` (every block after the highest of them), ``avoid`` (every block
-    but them), ``random``/``first``/``last`` (controls with ``count`` blocks;
+    but them), ``probe`` (the ``count`` blocks with the largest LoRA gradients over a short all-block run of
+    ``probe_steps`` steps, see training.probe), ``random``/``first``/``last`` (controls with ``count`` blocks;
     ``count`` defaults to the number of super-weight blocks) or an explicit list of indices.
     """
 
@@ -143,6 +144,7 @@ class TrainConfig:
     layers: LayerStrategy | list[int] = "all"
     count: int | None = None
     superweights: str | None = None  # path to a superweights.json from `superlora identify`
+    probe_steps: int = 32  # layers: probe: optimiser steps of the all-block gradient probe
     seed: int = 42
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -171,6 +173,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
+        if self.probe_steps < 1:
+            raise ValueError(f"probe_steps must be >= 1, got {self.probe_steps}")
         if self.count is not None and self.count < 1:
             raise ValueError(f"count must be >= 1, got {self.count}")
         if isinstance(self.layers, list) and not self.layers:

@@ -90,6 +90,8 @@ def select_blocks(cfg: TrainConfig, loaded: LoadedModel) -> tuple[list[int], int
     count = cfg.count if cfg.count is not None else len(superweight_blocks())
     if count > n:
         raise SuperloraError(f"count={count} is more blocks than the model has ({n})")
+    if cfg.layers == "probe":
+        return [], count  # chosen by plan_run once the training data are tokenized (training.probe)
     if cfg.layers == "first":
         return list(range(count)), count
     if cfg.layers == "last":

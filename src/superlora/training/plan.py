@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from superlora.config import to_dict
+from superlora.config import load_config, to_dict
 from superlora.data.collate import TokenizedRows
 from superlora.errors import SuperloraError
 from superlora.tasks import get_task
@@ -73,6 +73,7 @@ class Plan:
     task: Task
     template: Template
     heldout: list = dataclasses.field(default_factory=list)  # tokenized rows for the validation loss
+    probe: dict | None = None  # layers: probe: its steps and every block's score (recorded in run.json)
 
 
 def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -131,13 +132,13 @@ def plan_run(cfg: TrainConfig) -> Plan:
         blocks, count = select_blocks(cfg, loaded)
     targets = cfg.lora.targets or default_targets(loaded.arch)
     cfg = dataclasses.replace(cfg, count=count, lora=dataclasses.replace(cfg.lora, targets=targets))
-    if stored is not None:
-        changed = [k for k in config_changes(stored[0], to_dict(cfg)) if k not in RESUMABLE_CHANGES]
+    if stored is not None:  # the stored recipe with today's defaults for keys added since it was written
+        old = to_dict(load_config(TrainConfig, None, None, defaults=stored[0]))
+        changed = [k for k in config_changes(old, to_dict(cfg)) if k not in RESUMABLE_CHANGES]
         if changed:
             raise SuperloraError(
                 f"cannot resume {run}: the config differs from the run's config.yaml in {', '.join(changed)}"
             )
-    module_names = target_module_names(loaded.model, loaded.arch, blocks, targets)
     template = task.template()
     dataset = build_dataset(cfg, loaded.tokenizer, task)
     if len(dataset) == 0:
@@ -149,11 +150,21 @@ def plan_run(cfg: TrainConfig) -> Plan:
                 else ""
             )
         )
+    probe = None
+    if stored is None and cfg.layers == "probe":
+        from superlora.training.probe import probe_blocks
+
+        pad = template.pad_id(loaded.tokenizer)
+        blocks, scores = probe_blocks(cfg, loaded, dataset.rows, pad, count, targets)
+        probe = {"steps": cfg.probe_steps, "scores": scores}
+    module_names = target_module_names(loaded.model, loaded.arch, blocks, targets)
     heldout, _ = task.tokenize_all(loaded.tokenizer, template, task.heldout_samples(), cfg.data.max_length)
     resume_from = rundir.latest_checkpoint(run) if cfg.resume else None
     if resume_from is not None:
         rundir.check_checkpoint(resume_from)
-    return Plan(cfg, run, loaded, fingerprint, blocks, module_names, dataset, resume_from, task, template, heldout)
+    return Plan(
+        cfg, run, loaded, fingerprint, blocks, module_names, dataset, resume_from, task, template, heldout, probe=probe
+    )
 
 
 def batch_rows(plan: Plan) -> int:

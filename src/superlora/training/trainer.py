@@ -167,6 +167,7 @@ def _train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None) -> dict:
                 "template": plan.template.record(plan.loaded.tokenizer),
                 "head": "lm",
                 "speed": fast.choices,
+                **({"probe": plan.probe} if plan.probe else {}),
             }
             rundir.create_run_dir(run, to_dict(dataclasses.replace(cfg, resume=False)), meta)
         else:
