@@ -117,3 +117,30 @@ def test_a_study_with_seeds_reports_mean_std_and_paired_bootstrap_tests(study_cf
     results = (out / "results.md").read_text()
     assert "| superweights | 2 |" in results and "| superweights | all | 2 vs 2 |" in results
     assert "Differences in BLEU (paired bootstrap over the 3 test items" in Path(cfg.readme).read_text()
+
+
+def test_equal_time_arms_drift_and_per_arm_commits(study_cfg, tmp_path):
+    """equal_time: superweights again with the all-block arm's training time; drift: the merged models
+    identified again; commit: each scored arm is a git commit, so a fresh clone resumes from it."""
+    import dataclasses
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    for key, value in (("user.email", "t@t"), ("user.name", "t")):
+        subprocess.run(["git", "-C", str(tmp_path), "config", key, value], check=True)
+    cfg = dataclasses.replace(study_cfg, arms=["base", "all", "superweights"], equal_time=True, drift=True, commit=True)
+    report = run_study(cfg)
+    out = Path(cfg.out)
+    rows = {r["arm"]: r for r in report["arms"]}
+    assert list(rows) == ["base", "all", "superweights", "superweights@time"]
+    sw, timed, full = rows["superweights"], rows["superweights@time"], rows["all"]
+    assert timed["steps"] == max(1, round(full["train_time_s"] / (sw["train_time_s"] / sw["steps"])))
+    assert {(c["arm"], c["against"]) for c in report["comparisons"]} >= {("superweights@time", "all")}
+    drift = report["drift"]
+    assert set(drift) == {"base", "all", "superweights"}  # equal-time arms are not re-identified
+    assert all({"proven", "same_as_base", "ppl", "residual_peak"} <= set(d) for d in drift.values())
+    assert "| superweights |" in (out / "results.md").read_text() and "same as base" in (out / "results.md").read_text()
+    log = subprocess.run(["git", "-C", str(tmp_path), "log", "--format=%s"], capture_output=True, text=True).stdout
+    assert [line for line in log.splitlines() if line.startswith("study: arm")][::-1] == [
+        f"study: arm {key} scored ({out / 'arms' / key})" for key in rows
+    ]

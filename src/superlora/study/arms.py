@@ -36,6 +36,9 @@ KINDS: dict[str, str] = {
 }
 
 
+EQUAL_TIME = "@time"  # suffix of the equal-time arms: the same training wall-clock as the all-block arm
+
+
 @dataclass(frozen=True)
 class Arm:
     """One trained (or base) model of the study; ``key`` names its run and results folders."""
@@ -43,6 +46,15 @@ class Arm:
     kind: str
     seed: int | None  # None: the base model, which has no training seed
     key: str
+    steps: int | None = None  # equal-time arms: their own step count; None: the study's train.optim.max_steps
+
+    @property
+    def layers(self) -> str:
+        return "superweights" if self.base_kind == "superweights-matched" else self.base_kind
+
+    @property
+    def base_kind(self) -> str:
+        return self.kind.removesuffix(EQUAL_TIME)
 
 
 def study_arms(cfg: StudyConfig) -> list[Arm]:
@@ -55,6 +67,34 @@ def study_arms(cfg: StudyConfig) -> list[Arm]:
             continue
         for seed in seeds:
             arms.append(Arm(kind, seed, kind if len(seeds) == 1 else f"{kind}-s{seed}"))
+    return arms
+
+
+def _read_summary(cfg: StudyConfig, key: str) -> dict | None:
+    path = Path(cfg.out) / "arms" / key / "train_summary.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def equal_time_arms(cfg: StudyConfig) -> list[Arm]:
+    """Every trained arm again with as many steps as fit in the all-block arm's training time (same seed).
+
+    The step count comes from the equal-step runs' measured times (``train_summary.json``, committed): an arm
+    that took 70% of the all-block arm's time per step gets 1/0.7 as many steps. Only arms whose equal-step
+    run and matching all-block run are finished are listed, so the list grows as the study goes.
+    """
+    if not cfg.equal_time:
+        return []
+    by_seed = {a.seed: a for a in study_arms(cfg) if a.kind == "all"}
+    arms = []
+    for arm in study_arms(cfg):
+        if arm.kind in ("base", "all") or arm.seed not in by_seed:
+            continue
+        own, reference = _read_summary(cfg, arm.key), _read_summary(cfg, by_seed[arm.seed].key)
+        if not own or not reference or not own.get("train_time_s") or not own.get("steps"):
+            continue
+        per_step = own["train_time_s"] / own["steps"]
+        steps = max(1, round(reference["train_time_s"] / per_step))
+        arms.append(Arm(arm.kind + EQUAL_TIME, arm.seed, arm.key + EQUAL_TIME, steps))
     return arms
 
 
@@ -71,13 +111,15 @@ def superweight_block_count(path: str | Path) -> tuple[int, int]:
 def arm_train_config(cfg: StudyConfig, arm: Arm, run: Path) -> TrainConfig:
     """The training recipe of ``arm``: the study's ``train:`` with the arm's layers, seed, rank and folder."""
     train = cfg.train
-    layers = "superweights" if arm.kind == "superweights-matched" else arm.kind
     lora = train.lora
-    if arm.kind == "superweights-matched":
+    if arm.base_kind == "superweights-matched":
         if not train.superweights:
             raise SuperloraError("superweights-matched needs train.superweights (the study identifies them first)")
         selected, total = superweight_block_count(train.superweights)
         rank = matched_rank(lora.r, total, selected)  # alpha/r kept: the update's scale stays the arm's own
         lora = dataclasses.replace(lora, r=rank, alpha=lora.alpha * rank / lora.r)
     seed = arm.seed if arm.seed is not None else train.seed
-    return dataclasses.replace(train, layers=layers, seed=seed, lora=lora, output_dir=str(run), resume=False)
+    optim = train.optim if arm.steps is None else dataclasses.replace(train.optim, max_steps=arm.steps)
+    return dataclasses.replace(
+        train, layers=arm.layers, seed=seed, lora=lora, optim=optim, output_dir=str(run), resume=False
+    )

@@ -41,6 +41,9 @@ class StudyConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     arms: list[str] = field(default_factory=lambda: list(ARMS))
     seeds: list[int] | None = None  # each trained arm once per seed (random: a new draw of blocks); None: train.seed
+    equal_time: bool = False  # every trained arm again with the all-block arm's training time (more steps)
+    drift: bool = False  # merge each arm's adapter and look for the super weights again (study.drift)
+    commit: bool = False  # git-commit each arm's results folder as soon as it is scored (resumable from git)
     runs_dir: str = "runs/study"  # training runs (checkpoints, adapters): large, not committed
     out: str = "results/study"  # scores, tables, plots: small, committed
     readme: str | None = "README.md"  # section between the study markers is regenerated

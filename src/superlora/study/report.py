@@ -10,8 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from superlora.study.arms import study_arms  # noqa: E402
+from superlora.study.arms import equal_time_arms, study_arms  # noqa: E402
 from superlora.study.config import StudyConfig  # noqa: E402
+from superlora.study.drift import markdown_drift  # noqa: E402
 from superlora.study.significance import (  # noqa: E402
     compare_arms,
     markdown_comparisons,
@@ -40,7 +41,7 @@ def collect(cfg: StudyConfig) -> list[dict]:
     """One row per finished arm: quality (every metric of the task), cost and adapter size."""
     task = get_task(cfg.train.task)
     rows = []
-    for arm in study_arms(cfg):
+    for arm in [*study_arms(cfg), *equal_time_arms(cfg)]:
         arm_dir = Path(cfg.out) / "arms" / arm.key
         scores = _read(arm_dir / "scores.json")
         if scores is None:
@@ -262,6 +263,11 @@ def write_report(cfg: StudyConfig) -> dict:
     if any(e["seeds"] > 1 for e in summary):
         tables.append(markdown_seed_summary(summary, task))
     tables.append(markdown_comparisons(comparisons, task, items))
+    drift = {key: d for key in (r["arm"] for r in rows) if (d := _read(out / "arms" / key / "drift.json"))}
+    if drift:
+        report["drift"] = drift
+        (out / "study.json").write_text(json.dumps(report, indent=2) + "\n")
+        tables.append(markdown_drift(drift))
     (out / "results.md").write_text("\n\n".join(tables) + "\n")
     if rows:
         plot_losses(cfg, out / "loss_curves.png")

@@ -19,7 +19,7 @@ import yaml
 from superlora.config import to_dict
 from superlora.errors import SuperloraError
 from superlora.evaluation.decode import set_decode_threads
-from superlora.study.arms import Arm, arm_train_config, study_arms
+from superlora.study.arms import Arm, arm_train_config, equal_time_arms, study_arms
 from superlora.study.config import StudyConfig
 from superlora.study.report import write_report
 
@@ -147,7 +147,46 @@ def identify_once(cfg: StudyConfig) -> StudyConfig:
 def _arms_to_train(cfg: StudyConfig) -> list[str]:
     """The keys of the arms this run may still train: not ``base``, not already scored."""
     arms = Path(cfg.out) / "arms"
-    return [a.key for a in study_arms(cfg) if a.kind != "base" and not (arms / a.key / "scores.json").is_file()]
+    every = [*study_arms(cfg), *equal_time_arms(cfg)]
+    return [a.key for a in every if a.kind != "base" and not (arms / a.key / "scores.json").is_file()]
+
+
+def run_arm(cfg: StudyConfig, arm: Arm, task) -> None:
+    """Train (or resume), score and file one arm; nothing if its scores are there (then it is done)."""
+    arm_dir = Path(cfg.out) / "arms" / arm.key
+    if (arm_dir / "scores.json").is_file():
+        _say(f"{arm.key}: done already ({arm_dir / 'scores.json'})")
+        return
+    run = None if arm.kind == "base" else train_arm(cfg, arm)
+    scores = evaluate_arm(cfg, arm.key, run) | {"kind": arm.kind, "seed": arm.seed}
+    if run is not None:  # keep what the report needs next to the scores: runs/ is not committed
+        shutil.copy(run / "summary.json", arm_dir / "train_summary.json")
+        shutil.copy(run / "log.jsonl", arm_dir / "log.jsonl")
+        if (run / "eval.jsonl").is_file():  # the held-out loss while training (tasks with held-out data)
+            shutil.copy(run / "eval.jsonl", arm_dir / "eval.jsonl")
+    if cfg.drift and arm.kind in ("base", "all", "superweights", "superweights-matched") and arm.steps is None:
+        from superlora.study.drift import arm_drift
+
+        _say(f"{arm.key}: identifying the super weights of the merged model")
+        (arm_dir / "drift.json").write_text(json.dumps(arm_drift(cfg, run), indent=2) + "\n")
+    tmp = arm_dir / "scores.json.tmp"
+    tmp.write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(arm_dir / "scores.json")  # last: marks the arm finished
+    _say(f"{arm.key}: " + ", ".join(line.strip() for line in task.score_lines(scores)))
+    if cfg.commit:
+        commit_arm(arm_dir, arm.key)
+
+
+def commit_arm(arm_dir: Path, key: str) -> None:
+    """``git add`` + ``git commit`` of one finished arm's results, so an interrupted study resumes from git."""
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, cwd=arm_dir)
+    if top.returncode != 0:
+        raise SuperloraError(f"commit: true, but {arm_dir} is not inside a git repository")
+    subprocess.run(["git", "add", "--", str(arm_dir.resolve())], check=True, cwd=top.stdout.strip())
+    message = f"study: arm {key} scored ({arm_dir})"
+    done = subprocess.run(["git", "commit", "-q", "-m", message, "--", str(arm_dir.resolve())], cwd=top.stdout.strip())
+    if done.returncode != 0:
+        _say(f"{key}: git commit failed (exit {done.returncode}); the results stay in {arm_dir}")
 
 
 def run_study(cfg: StudyConfig) -> dict:
@@ -165,21 +204,9 @@ def run_study(cfg: StudyConfig) -> dict:
     task = get_task(cfg.train.task)
     task.check()
     for arm in study_arms(cfg):
-        arm_dir = out / "arms" / arm.key
-        if (arm_dir / "scores.json").is_file():
-            _say(f"{arm.key}: done already ({arm_dir / 'scores.json'})")
-            continue
-        run = None if arm.kind == "base" else train_arm(cfg, arm)
-        scores = evaluate_arm(cfg, arm.key, run) | {"kind": arm.kind, "seed": arm.seed}
-        if run is not None:  # keep what the report needs next to the scores: runs/ is not committed
-            shutil.copy(run / "summary.json", arm_dir / "train_summary.json")
-            shutil.copy(run / "log.jsonl", arm_dir / "log.jsonl")
-            if (run / "eval.jsonl").is_file():  # the held-out loss while training (tasks with held-out data)
-                shutil.copy(run / "eval.jsonl", arm_dir / "eval.jsonl")
-        tmp = arm_dir / "scores.json.tmp"
-        tmp.write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
-        tmp.replace(arm_dir / "scores.json")  # last: marks the arm finished
-        _say(f"{arm.key}: " + ", ".join(line.strip() for line in task.score_lines(scores)))
+        run_arm(cfg, arm, task)
+    for arm in equal_time_arms(cfg):  # known once the equal-step arms have their training times
+        run_arm(cfg, arm, task)
     report = write_report(cfg)
     _say(f"finished in {time.perf_counter() - started:.0f} s; results in {out}")
     return report

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from superlora.evaluation.bootstrap import paired_bootstrap
-from superlora.study.arms import study_arms
+from superlora.study.arms import equal_time_arms, study_arms
 from superlora.study.config import StudyConfig
 from superlora.tasks.base import Task
 
@@ -38,7 +38,7 @@ def seed_summary(rows: list[dict], task: Task) -> list[dict]:
 
 def _pairs(kinds: list[str]) -> list[tuple[str, str]]:
     """What the conclusions rest on: every arm against all blocks, super weights against each control."""
-    pairs = [(k, "all") for k in kinds if k not in ("all", "base")] if "all" in kinds else []
+    pairs = [(k, "all") for k in kinds if k not in ("all", "base")] if "all" in kinds else []  # incl. @time
     if "superweights" in kinds:
         pairs += [("superweights", c) for c in ("probe", "random", "first", "last", "above", "avoid") if c in kinds]
     return pairs
@@ -49,7 +49,7 @@ def compare_arms(cfg: StudyConfig, task: Task) -> list[dict]:
     items = task.eval_items(cfg.eval.split, cfg.eval.limit)
     per_kind: dict[str, list] = {}
     statistic = None
-    for arm in study_arms(cfg):
+    for arm in [*study_arms(cfg), *equal_time_arms(cfg)]:
         outputs = task.read_outputs(Path(cfg.out) / "arms" / arm.key, items)
         values = task.item_values(items, outputs) if outputs is not None else None
         if values is None:
