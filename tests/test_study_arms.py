@@ -127,3 +127,17 @@ def test_a_run_recorded_before_a_new_setting_existed_still_resumes(tiny_model_di
     (tmp_path / "old" / "summary.json").unlink()
     shutil.rmtree(tmp_path / "old" / "checkpoints" / "checkpoint-6")
     assert train(load_config(TrainConfig, None, [*items, "resume=true"]))["steps"] == 6
+
+
+def test_equal_time_arms_can_be_limited_to_some_seeds(tmp_path):
+    from superlora.study.arms import equal_time_arms
+
+    study = load_config(
+        StudyConfig, None, ["arms=[all, superweights]", "seeds=[1, 2]", "equal_time=[2]", f"out={tmp_path}"]
+    )
+    for key, seconds in (("all-s1", 100), ("all-s2", 120), ("superweights-s1", 50), ("superweights-s2", 60)):
+        (tmp_path / "arms" / key).mkdir(parents=True)
+        (tmp_path / "arms" / key / "train_summary.json").write_text(json.dumps({"train_time_s": seconds, "steps": 10}))
+    (arm,) = equal_time_arms(study)
+    assert arm == Arm("superweights@time", 2, "superweights-s2@time", 20)
+    assert arm_train_config(study, arm, tmp_path / "r").optim.max_steps == 20

@@ -85,9 +85,10 @@ def equal_time_arms(cfg: StudyConfig) -> list[Arm]:
     if not cfg.equal_time:
         return []
     by_seed = {a.seed: a for a in study_arms(cfg) if a.kind == "all"}
+    seeds = set(by_seed) if cfg.equal_time is True else set(cfg.equal_time)
     arms = []
     for arm in study_arms(cfg):
-        if arm.kind in ("base", "all") or arm.seed not in by_seed:
+        if arm.kind in ("base", "all") or arm.seed not in by_seed or arm.seed not in seeds:
             continue
         own, reference = _read_summary(cfg, arm.key), _read_summary(cfg, by_seed[arm.seed].key)
         if not own or not reference or not own.get("train_time_s") or not own.get("steps"):

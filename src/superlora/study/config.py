@@ -41,7 +41,8 @@ class StudyConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     arms: list[str] = field(default_factory=lambda: list(ARMS))
     seeds: list[int] | None = None  # each trained arm once per seed (random: a new draw of blocks); None: train.seed
-    equal_time: bool = False  # every trained arm again with the all-block arm's training time (more steps)
+    # every trained arm again with the all-block arm's training time (more steps); a list: for those seeds only
+    equal_time: bool | list[int] = False
     drift: bool = False  # merge each arm's adapter and look for the super weights again (study.drift)
     commit: bool = False  # git-commit each arm's results folder as soon as it is scored (resumable from git)
     runs_dir: str = "runs/study"  # training runs (checkpoints, adapters): large, not committed
