@@ -69,3 +69,48 @@ def test_noise_is_not_called_a_difference_and_a_real_gap_is():
 def test_unpaired_inputs_are_refused():
     with pytest.raises(ValueError, match="same items"):
         paired_bootstrap(np.zeros(3), np.zeros(4), np.mean)
+
+
+def _summary(sw_bleu: float, all_bleu: float) -> list[dict]:
+    return [
+        {"kind": "all", "seeds": 3, "trainable_params": 230_400, "train_time_s": 600.0, "BLEU": all_bleu},
+        {"kind": "superweights", "seeds": 3, "trainable_params": 15_360, "train_time_s": 420.0, "BLEU": sw_bleu},
+    ]
+
+
+def _comparison(arm: str, against: str, delta: float, low: float, high: float, p: float) -> dict:
+    return {"arm": arm, "against": against, "delta": delta, "ci_low": low, "ci_high": high, "p_value": p}
+
+
+@pytest.mark.parametrize(
+    ("interval", "verdict"),
+    [
+        ((-0.005, 0.01), "keeps quality"),
+        ((-0.09, -0.03), "does not keep quality"),
+        ((-0.06, 0.02), "may or may not keep quality"),
+    ],
+)
+def test_the_readme_answer_is_worded_from_the_interval_alone(interval, verdict):
+    from superlora.study.significance import answer
+    from superlora.tasks import get_task
+    from superlora.tasks.e2e.config import E2EConfig
+
+    task = get_task(E2EConfig())
+    delta = sum(interval) / 2
+    comparisons = [
+        _comparison("superweights", "all", delta, *interval, 0.04),
+        _comparison("superweights", "random", 0.02, 0.004, 0.036, 0.02),
+        _comparison("superweights", "probe", -0.001, -0.02, 0.018, 0.9),
+    ]
+    text = answer(_summary(0.55 + delta, 0.55), comparisons, task)
+    assert text.startswith(f"**LoRA only in the super-weight blocks {verdict}**")
+    assert "6.7% of the trainable parameters in 70% of the training time" in text
+    assert "not distinguishable from probe (-0.0010, p = 0.900); better than random (+0.0200, p = 0.020)" in text
+
+
+def test_no_answer_without_the_superweights_against_all_test():
+    from superlora.study.significance import answer
+    from superlora.tasks import get_task
+    from superlora.tasks.e2e.config import E2EConfig
+
+    assert answer(_summary(0.5, 0.6), [], get_task(E2EConfig())) is None

@@ -101,7 +101,11 @@ def test_a_study_with_seeds_reports_mean_std_and_paired_bootstrap_tests(study_cf
     """Two seeds of all and superweights: a summary per kind and the superweights-vs-all test, in files."""
     import dataclasses
 
+    from superlora.study.report import markers
+
     cfg = dataclasses.replace(study_cfg, arms=["base", "all", "superweights"], seeds=[1, 2])
+    readme = Path(cfg.readme)
+    readme.write_text("\n".join(markers(None, "answer")) + "\n" + readme.read_text())
     report = run_study(cfg)
     out = Path(cfg.out)
     assert [r["arm"] for r in report["arms"]] == ["base", "all-s1", "all-s2", "superweights-s1", "superweights-s2"]
@@ -116,7 +120,10 @@ def test_a_study_with_seeds_reports_mean_std_and_paired_bootstrap_tests(study_cf
     assert comparison["ci_low"] <= comparison["delta"] <= comparison["ci_high"] and 0 <= comparison["p_value"] <= 1
     results = (out / "results.md").read_text()
     assert "| superweights | 2 |" in results and "| superweights | all | 2 vs 2 |" in results
-    assert "Differences in BLEU (paired bootstrap over the 3 test items" in Path(cfg.readme).read_text()
+    text = readme.read_text()
+    assert "Differences in BLEU (paired bootstrap over the 3 test items" in text
+    said = text.split(markers(None, "answer")[0])[1].split(markers(None, "answer")[1])[0]
+    assert said.strip().startswith("**LoRA only in the super-weight blocks") and "2 seeds" in said
 
 
 def test_equal_time_arms_drift_and_per_arm_commits(study_cfg, tmp_path):

@@ -103,3 +103,55 @@ def markdown_seed_summary(summary: list[dict], task: Task) -> str:
         params = f"{e['trainable_params']:,}"
         lines.append(f"| {e['kind']} | {e['seeds']} | {params} | {minutes} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
+
+
+def _against(c: dict, other: str) -> str:
+    """ "better than random (+0.0158, p = 0.012)", "worse than ...", or "not distinguishable from ..."."""
+    if c["ci_low"] > 0:
+        words = f"better than {other}"
+    elif c["ci_high"] < 0:
+        words = f"worse than {other}"
+    else:
+        words = f"not distinguishable from {other}"
+    return f"{words} ({c['delta']:+.4f}, p = {c['p_value']:.3f})"
+
+
+def answer(summary: list[dict], comparisons: list[dict], task: Task) -> str | None:
+    """The one-paragraph answer to the study's question, worded from the numbers alone (None: not enough arms).
+
+    "Keeps quality" is said only when the 95% interval of super-weight-blocks minus all-blocks lies above
+    -0.01 of the primary metric, "loses quality" when it lies below zero; otherwise the answer says it is open.
+    """
+    kinds = {e["kind"]: e for e in summary}
+    against = {(c["arm"], c["against"]): c for c in comparisons}
+    key = ("superweights", "all")
+    if "superweights" not in kinds or "all" not in kinds or key not in against:
+        return None
+    m = task.primary
+    sw, full, c = kinds["superweights"], kinds["all"], against[key]
+    if c["ci_low"] > -0.01:
+        verdict = "keeps quality"
+    elif c["ci_high"] < 0:
+        verdict = "does not keep quality"
+    else:
+        verdict = "may or may not keep quality"
+    seeds = f"{sw['seeds']} seed{'s' if sw['seeds'] > 1 else ''}"
+    time_share = sw["train_time_s"] / full["train_time_s"] if full["train_time_s"] else None
+    parts = [
+        f"**LoRA only in the super-weight blocks {verdict}** here: {m.name} {m.format(sw[m.name])} against "
+        f"{m.format(full[m.name])} for all blocks ({seeds}; difference {c['delta']:+.4f}, 95% interval "
+        f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], p = {c['p_value']:.3f})",
+        f"with {100 * sw['trainable_params'] / full['trainable_params']:.1f}% of the trainable parameters"
+        + (f" in {100 * time_share:.0f}% of the training time" if time_share else ""),
+    ]
+    controls = [
+        _against(against[("superweights", other)], other)
+        for other in ("probe", "random", "first", "last", "above", "avoid")
+        if ("superweights", other) in against
+    ]
+    text = ", ".join(parts) + "."
+    if verdict.startswith("may"):
+        text += " The interval is too wide to say which: more seeds or test items would."
+    if controls:
+        text += " Against the other placements the super-weight blocks are: " + "; ".join(controls) + "."
+    return text
