@@ -21,7 +21,7 @@ def merge(run: str | Path, out: str | Path | None = None, model: str | None = No
 
     run = Path(run)
     folder = rundir.open_run(run)
-    config, meta, adapter = folder.config, folder.meta, run / "adapter"
+    config, adapter = folder.config, run / "adapter"
     if folder.adapter is None:
         raise SuperloraError(f"{run} has no final adapter (training did not finish); resume it with --resume first")
     out = Path(out) if out is not None else run / "merged"
@@ -30,9 +30,7 @@ def merge(run: str | Path, out: str | Path | None = None, model: str | None = No
 
     ref = model or config["model"]
     loaded = load_model(ref, trust_remote_code=bool(config.get("trust_remote_code", False)))
-    fingerprint = rundir.base_fingerprint(loaded.model)
-    rundir.check_same_base(meta, fingerprint, ref, run)
-    merged = load_adapter(loaded.model, adapter, ref, fingerprint).merge_and_unload()
+    merged = load_adapter(loaded.model, adapter, ref).merge_and_unload()  # checks the base (training.adapters)
 
     def save(tmp: Path) -> None:
         merged.save_pretrained(tmp)  # safetensors by default
