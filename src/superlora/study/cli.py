@@ -7,7 +7,7 @@ import argparse
 from superlora.verb import add_recipe_argument, add_verb
 
 EPILOG = """examples:
-  superlora study configs/study.yaml                          # the committed study (writes results/study)
+  superlora study configs/study.yaml                          # the committed study (writes results/study-oneseed)
   superlora study configs/study.yaml train.optim.max_steps=50 eval.limit=20 out=/tmp/s runs_dir=/tmp/r
   superlora study configs/study.yaml arms='[base, superweights]'
 
