@@ -29,11 +29,21 @@ ARM_KEYS = {
 
 @dataclass(frozen=True)
 class Arm:
-    """One configuration. ``speed`` None is the reference recipe, else the SpeedConfig fields to use."""
+    """One configuration. ``speed`` None is the reference recipe, else the SpeedConfig fields to use;
+    ``quantize`` a QLoRA base (``nf4``, ``int8``) under the same LoRA."""
 
     key: str
     name: str
     speed: dict[str, Any] | None
+    quantize: str | None = None
+
+
+QLORA_METHODS = ("nf4", "int8")
+
+
+def qlora_arms(decided: dict[str, Any]) -> list[Arm]:
+    """The recipe on a 4-bit and an 8-bit frozen base: what QLoRA costs or saves in speed and memory here."""
+    return [Arm(method, f"recipe, QLoRA {method} base", decided, quantize=method) for method in QLORA_METHODS]
 
 
 def standard_arms(recipe: dict[str, Any], decided: dict[str, Any], forced_bf16: bool) -> list[Arm]:

@@ -21,11 +21,14 @@ EPILOG = """examples:
   superlora bench configs/e2e-lora.yaml task.source=E2E_DIR                    # all arms, 3 repeats
   superlora bench configs/e2e-lora.yaml --steps 6 --repeats 3 --out results/bench/smollm2-135m-CPU.json
   superlora bench configs/e2e-lora.yaml --arms recipe,bf16 --steps 5 --repeats 1  # the reference always runs
+  superlora bench configs/e2e-lora.yaml --arms recipe,nf4,int8 --out results/bench/qlora-smollm2-135m.json
+  superlora bench configs/e2e-lora.yaml model=qwen2.5-1.5b --arms recipe,nf4 --steps 3 --repeats 2
 
 Arms: ref (plain transformers Trainer + peft, fp32, dynamic padding, full logits), off (superlora, all speed
 switches off), bf16, target, group, drop16, eager (each switch alone), recipe (the CONFIG's speed: section, its auto
 switches decided here as a run decides them), no-bf16, no-target, no-group, no-drop16, no-attn (the recipe without one
-switch that is on), threads (the recipe with the other thread count), compile (the recipe + torch.compile).
+switch that is on), threads (the recipe with the other thread count), compile (the recipe + torch.compile);
+with --qlora or when --arms names them: nf4, int8 (the recipe on a 4-bit / 8-bit bitsandbytes base: QLoRA).
 bf16 runs only where a short probe measures bf16 matmuls faster than fp32 ones, or when --arms names it
 (on an AVX2-only CPU bf16 is emulated: minutes a step).
 Other jobs on the machine slow every arm (repeats and within-repeat ratios limit the damage); when the cores
@@ -40,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
         raise SuperloraError("--steps, --repeats and --warmup must be >= 1")
     cfg = load_train_config(args.items)
     keys = [k.strip() for k in args.arms.split(",")] if args.arms else None
-    result = bench(cfg, steps=args.steps, repeats=args.repeats, warmup=args.warmup, keys=keys, rss=args.rss)
+    result = bench(
+        cfg, steps=args.steps, repeats=args.repeats, warmup=args.warmup, keys=keys, rss=args.rss, qlora=args.qlora
+    )
     table = format_table(result)
     print("\n" + table)
     if args.out:
@@ -73,5 +78,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="subprocess",
         help="peak RSS per arm: a fresh process each (default, clean) or in the bench process (faster)",
     )
+    parser.add_argument("--qlora", action="store_true", help="add the QLoRA arms nf4 and int8 to the chosen arms")
     parser.add_argument("--out", help="write the result JSON here (and the table next to it, .txt)")
     parser.set_defaults(func=run)

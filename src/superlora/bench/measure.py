@@ -109,12 +109,13 @@ def run_arm(arm: Arm, ctx: Context) -> dict[str, Any]:
 
     from superlora.data.collate import PadCollator
     from superlora.models import load_model
+    from superlora.models.quantize import set_compute_dtype
     from superlora.tasks import get_task
     from superlora.training.config import SpeedConfig
     from superlora.training.hf import AtomicCheckpointTrainer, training_arguments
     from superlora.training.plan import Plan, resolve_device
     from superlora.training.speed import speed_setup
-    from superlora.training.trainer import attach_lora
+    from superlora.training.trainer import attach_lora, quantize_base
 
     cfg, max_steps = ctx.cfg, ctx.warmup + ctx.steps
     release_memory()
@@ -123,7 +124,9 @@ def run_arm(arm: Arm, ctx: Context) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="superlora-bench-") as tmp:
         task = get_task(cfg.task)
         template = task.template()
-        plan = Plan(cfg, Path(tmp), loaded, "", ctx.blocks, ctx.targets, ctx.dataset, None, task, template)
+        arm_base = dataclasses.replace(cfg, quantize=arm.quantize)
+        plan = Plan(arm_base, Path(tmp), loaded, "", ctx.blocks, ctx.targets, ctx.dataset, None, task, template)
+        quantize_base(plan)  # QLoRA arms only
         model = attach_lora(plan)
         if ctx.flops is None:
             ctx.flops = flop_model(model, loaded)
@@ -135,6 +138,8 @@ def run_arm(arm: Arm, ctx: Context) -> dict[str, Any]:
             target_only, threads, bf16, notes = False, torch.get_num_threads(), False, []
         else:
             fast = speed_setup(model, loaded, SpeedConfig(**arm.speed), ctx.rows, resolve_device(cfg.device))
+            if arm.quantize:  # as a QLoRA run computes: bf16 where the machine multiplies it fast
+                set_compute_dtype(model, torch.bfloat16 if fast.speed.bf16 else torch.float32)
             arm_cfg = dataclasses.replace(
                 cfg,
                 speed=fast.speed,

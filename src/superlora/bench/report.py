@@ -58,6 +58,7 @@ def summarise(arms: list[Arm], runs: dict[str, list[dict]], peaks: list[dict[str
                 "key": arm.key,
                 "name": arm.name,
                 "speed": arm.speed,
+                "quantize": arm.quantize,
                 "threads": arm_runs[0]["threads"],
                 "bf16": arm_runs[0]["bf16"],
                 "tokens_per_s": median([r["tokens_per_s"] for r in arm_runs]),

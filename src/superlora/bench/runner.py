@@ -8,7 +8,7 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
-from superlora.bench.arms import standard_arms
+from superlora.bench.arms import QLORA_METHODS, qlora_arms, standard_arms
 from superlora.bench.flops import FLOP_FORMULA, matmul_gflops
 from superlora.bench.measure import Context, probe_peak_rss, run_arm
 from superlora.bench.report import machine, median, summarise
@@ -78,11 +78,13 @@ def bench(
     warmup: int = 2,
     keys: list[str] | None = None,
     rss: str = "subprocess",
+    qlora: bool = False,
 ) -> dict[str, Any]:
     """Run the arms (all, or ``keys``) interleaved over ``repeats``; return the result (setup, peaks, arms).
 
     ``rss``: "subprocess" measures each arm's peak RSS once more in a fresh process; "inprocess" reads the
     kernel's high-water mark, reset before each timed run (cheaper, but counts what earlier arms left behind).
+    ``qlora`` adds the recipe on an nf4 and an int8 base (``bench.arms.qlora_arms``).
     """
     import torch
 
@@ -108,6 +110,8 @@ def bench(
         "attention": auto["attention"]["attention"],
     }
     arms = standard_arms(recipe, decided, forced_bf16=auto["bf16_pays"] or "bf16" in (keys or []))
+    if qlora or any(k in QLORA_METHODS for k in keys or []):
+        arms += qlora_arms(decided)
     torch.set_num_threads(default_threads)
     if keys:
         unknown = sorted(set(keys) - {a.key for a in arms})

@@ -25,9 +25,13 @@ _SIZE_MISMATCH = re.compile(
 )
 
 
-def write_base_record(folder: Path, model: str, fingerprint: str) -> None:
-    """Record the base model next to the adapter's weights (called inside the adapter's atomic write)."""
-    record = {"model": model, "base_fingerprint": fingerprint}
+def write_base_record(folder: Path, model: str, fingerprint: str, quantized: dict | None = None) -> None:
+    """Record the base model next to the adapter's weights (called inside the adapter's atomic write).
+
+    ``quantized`` (a QLoRA run's ``Quantized.to_dict()``) says how the base was quantised while the adapter
+    learnt: whoever loads the adapter rebuilds that base, since the adapter corrects that base's rounding.
+    """
+    record = {"model": model, "base_fingerprint": fingerprint, **({"quantized": quantized} if quantized else {})}
     (Path(folder) / BASE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
@@ -88,9 +92,13 @@ def load_adapter(
     into: Any = None,
 ):
     """``folder``'s adapter on the bare ``model`` (or added to the PeftModel ``into`` under ``name``), its base
-    checked first; ``fingerprint`` of the bare model saves hashing it again (it must be given with ``into``)."""
+    checked first; ``fingerprint`` of the bare model saves hashing it again (it must be given with ``into``).
+
+    A QLoRA adapter quantises the bare ``model`` in place as its run did (``quantize_like``) before attaching.
+    """
     from peft import PeftModel
 
+    from superlora.models.quantize import quantize_like
     from superlora.training import rundir
 
     folder = Path(folder)
@@ -99,6 +107,14 @@ def load_adapter(
             raise ValueError("load_adapter(into=...) needs the bare base model's fingerprint")
         fingerprint = rundir.base_fingerprint(model)
     check_base(folder, fingerprint, model_ref)
+    record = (base_record(folder)[0] or {}).get("quantized")
+    current = getattr(model, "_superlora_quantized", None)
+    if into is not None and (record or {}).get("method") != current:
+        raise SuperloraError(
+            f"the adapter {folder} was trained on a {(record or {}).get('method', 'full-precision')} base, the "
+            f"others here on a {current or 'full-precision'} one; serve them separately"
+        )
+    quantize_like(model, record)
     try:
         if into is None:
             wrapped = PeftModel.from_pretrained(model, str(folder), adapter_name=name)

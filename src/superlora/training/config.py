@@ -137,6 +137,8 @@ class TrainConfig:
 
     model: str = "smollm2-135m"
     trust_remote_code: bool = False
+    # QLoRA: the frozen block weights in 4 bits (nf4, fp4) or 8 (int8) with bitsandbytes; null: full precision
+    quantize: Literal["nf4", "fp4", "int8"] | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when a GPU is visible, else the CPU
     task: TaskSection = field(default_factory=DefaultTask)  # what is learnt; superlora.tasks lists them
     data: DataConfig = field(default_factory=DataConfig)

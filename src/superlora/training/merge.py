@@ -14,23 +14,62 @@ from superlora.training import rundir
 from superlora.verb import add_verb
 
 
-def merge(run: str | Path, out: str | Path | None = None, model: str | None = None) -> Path:
-    """Merge ``RUN/adapter`` into the base model (the run's, or ``model``) and save it to ``out``."""
-    from superlora.models import load_model
-    from superlora.training.adapters import load_adapter
+def base_model_ref(config: dict) -> str:
+    """The base model a run's config names."""
+    return str(config["model"])
 
-    run = Path(run)
+
+def check_mergeable(run: Path) -> rundir.RunFolder:
+    """The run folder, or a one-line error when it has no final adapter to merge."""
     folder = rundir.open_run(run)
-    config, adapter = folder.config, run / "adapter"
     if folder.adapter is None:
         raise SuperloraError(f"{run} has no final adapter (training did not finish); resume it with --resume first")
-    out = Path(out) if out is not None else run / "merged"
+    return folder
+
+
+def check_new_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SuperloraError(f"output {out} already exists; choose another --out or remove it")
 
-    ref = model or config["model"]
+
+def merged_model(run: str | Path, model: str | None = None):
+    """(merged model, the loaded base, the base's stored dtype): ``RUN/adapter`` folded into the base, in memory.
+
+    The merge is computed in fp32 (a base stored in 16 bits is upcast first: exact, and the fingerprint check
+    reads the same values). A QLoRA run's adapter learnt to correct the *quantised* base, so it is folded into
+    that base dequantised (``models.quantize.dequantize``): the merged model computes what the QLoRA model did.
+    Merging into the 4-bit layers themselves would re-quantise the sum and lose most of the adapter.
+    """
+    import torch
+
+    from superlora.models import load_model
+    from superlora.models.quantize import dequantize, quantize_like
+    from superlora.training.adapters import base_record, load_adapter
+
+    run = Path(run)
+    folder = check_mergeable(run)
+    config = folder.config
+    ref = model or base_model_ref(config)
     loaded = load_model(ref, trust_remote_code=bool(config.get("trust_remote_code", False)))
-    merged = load_adapter(loaded.model, adapter, ref).merge_and_unload()  # checks the base (training.adapters)
+    base_dtype = next(loaded.model.parameters()).dtype
+    loaded.model.to(torch.float32)
+    fingerprint = rundir.base_fingerprint(loaded.model)  # of the bare base, before any quantising
+    quantized = (base_record(run / "adapter")[0] or {}).get("quantized")
+    if quantized:
+        quantize_like(loaded.model, quantized)
+        dequantize(loaded.model)  # fp32 layers holding exactly the values the adapter trained against
+    merged = load_adapter(loaded.model, run / "adapter", ref, fingerprint).merge_and_unload()  # checks the base
+    return merged, loaded, base_dtype
+
+
+def merge(run: str | Path, out: str | Path | None = None, model: str | None = None) -> Path:
+    """Merge ``RUN/adapter`` into the base model (the run's, or ``model``) and save it to ``out``."""
+    run = Path(run)
+    check_mergeable(run)
+    out = Path(out) if out is not None else run / "merged"
+    check_new_out(out)
+    merged, loaded, base_dtype = merged_model(run, model)
+    merged.to(base_dtype)  # the base's own dtype, as before: fp32 for every built-in model
 
     def save(tmp: Path) -> None:
         merged.save_pretrained(tmp)  # safetensors by default

@@ -30,6 +30,7 @@ from transformers.pytorch_utils import Conv1D
 from superlora import memory
 from superlora.config import to_dict
 from superlora.data.collate import PadCollator
+from superlora.models.quantize import Quantized, set_compute_dtype
 from superlora.training import rundir
 from superlora.training.adapters import write_base_record
 from superlora.training.config import TrainConfig
@@ -66,8 +67,22 @@ def print_trainable(model: PeftModel) -> tuple[int, int]:
     return trainable, total
 
 
+def quantize_base(plan: Plan) -> Quantized | None:
+    """QLoRA (``quantize``): the frozen blocks in 4 or 8 bits, before ``attach_lora`` wraps them."""
+    if plan.cfg.quantize is None:
+        return None
+    from peft import prepare_model_for_kbit_training
+
+    from superlora.models.quantize import quantize_blocks
+
+    done = quantize_blocks(plan.loaded.model, plan.loaded.arch.blocks_path, plan.cfg.quantize)
+    # its default turns gradient checkpointing on: ~28% slower for models this size, and not asked for
+    prepare_model_for_kbit_training(plan.loaded.model, use_gradient_checkpointing=False)
+    return done
+
+
 def attach_lora(plan: Plan) -> PeftModel:
-    """Wrap the base model with adapters on exactly ``plan.targets``."""
+    """Wrap the base model (for QLoRA already quantised by ``quantize_base``) with adapters on ``plan.targets``."""
     from peft import LoraConfig, get_peft_model
 
     lora = plan.cfg.lora
@@ -148,8 +163,12 @@ def _train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None) -> dict:
         say(f"{run} already finished ({final.global_step} of {final.max_steps} steps): nothing to resume")
         say(f"adapter: {run / 'adapter'}")
         return done
+    quantized = quantize_base(plan)
     model = attach_lora(plan)
     fast = speed_setup(model, plan.loaded, cfg.speed, batch_rows(plan), resolve_device(cfg.device))
+    if quantized is not None:  # 4-bit layers dequantise to the dtype the matmuls run in: bf16 where it is fast
+        set_compute_dtype(model, torch.bfloat16 if fast.speed.bf16 else torch.float32)
+        fast.notes.append(f"QLoRA: {quantized.describe()}, computing in {'bf16' if fast.speed.bf16 else 'fp32'}")
     args = training_arguments(dataclasses.replace(cfg, speed=fast.speed), run)
     _ = args.device  # sets up the process group under torchrun (a rendezvous: all ranks validated)
     world_size = args.world_size
@@ -167,6 +186,7 @@ def _train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None) -> dict:
                 "template": plan.template.record(plan.loaded.tokenizer),
                 "head": "lm",
                 "speed": fast.choices,
+                **({"quantized": quantized.to_dict()} if quantized else {}),
                 **({"probe": plan.probe} if plan.probe else {}),
             }
             rundir.create_run_dir(run, to_dict(dataclasses.replace(cfg, resume=False)), meta)
@@ -232,7 +252,7 @@ def _train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None) -> dict:
 
         def save_adapter(tmp: Path) -> None:
             model.save_pretrained(tmp)
-            write_base_record(tmp, cfg.model, plan.fingerprint)
+            write_base_record(tmp, cfg.model, plan.fingerprint, quantized.to_dict() if quantized else None)
 
         try:
             rundir.write_atomic(run / "adapter", save_adapter)
@@ -249,6 +269,7 @@ def _train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None) -> dict:
             "processes": world_size,
             "threads_per_process": torch.get_num_threads(),
             "bf16": fast.speed.bf16,
+            "quantize": cfg.quantize,
             "wall_time_s": round(time.perf_counter() - t0, 2),
             "train_time_s": round(train_time, 2),
             "tokens": tokens,

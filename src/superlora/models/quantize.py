@@ -1,0 +1,194 @@
+"""A frozen base in 4 or 8 bits for QLoRA: the blocks' linear layers become bitsandbytes layers, in place.
+
+Quantising an already loaded model (rather than ``from_pretrained(quantization_config=...)``) works for every
+source superlora loads — Hub folders, the built-in aliases, GGUF files — and lets the caller choose exactly
+which layers stay in full precision. Only the transformer blocks are quantised; embeddings, the final norm and
+the LM head stay as they are, as in QLoRA. NF4 and FP4 quantise deterministically, so a resumed run rebuilds
+the very base it trained on.
+
+Two CPU pitfalls of bitsandbytes 0.50 are handled here (``../shared/PLATFORM-NOTES.md``):
+- On AVX512-BF16 CPUs the first no-grad forward repacks each ``Linear4bit`` into an inference-only layout,
+  after which LoRA gradients silently stop (only a warning). ``support_avx512bf16_for_cpu`` is switched off
+  on every layer; ``test_qlora`` checks gradients after an eval pass.
+- ``peft.prepare_model_for_kbit_training`` turns gradient checkpointing on unless told not to (slower here).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from superlora.errors import SuperloraError
+
+Method = Literal["nf4", "fp4", "int8"]
+METHODS: tuple[str, ...] = ("nf4", "fp4", "int8")
+BITS = {"nf4": 4, "fp4": 4, "int8": 8}
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """What ``quantize_blocks`` did: for the log line and run.json."""
+
+    method: str
+    layers: int  # linear layers replaced
+    kept: tuple[str, ...]  # linear layers left in full precision on request
+    values: int  # weights now stored in ``BITS[method]`` bits
+
+    def describe(self) -> str:
+        kept = f", {len(self.kept)} kept in full precision" if self.kept else ""
+        return f"{self.method} base: {self.layers} block linear layers ({self.values / 1e6:.1f}M weights){kept}"
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "layers": self.layers, "kept": list(self.kept), "values": self.values}
+
+
+def check_method(method: str | None) -> None:
+    """One line for a method bitsandbytes does not offer here, before any model loads."""
+    if method is not None and method not in METHODS:
+        close = difflib.get_close_matches(str(method), METHODS, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise SuperloraError(f"unknown quantize method {method!r}{hint}; choose {', '.join(METHODS)}")
+
+
+def _bnb():
+    try:
+        import bitsandbytes as bnb
+    except ImportError:  # pragma: no cover - a dependency; the message is for a broken environment
+        raise SuperloraError("quantize needs bitsandbytes: pip install 'bitsandbytes>=0.50'") from None
+    return bnb
+
+
+def _as_linear(module: nn.Module) -> nn.Linear:
+    """GPT-2's Conv1D stores W as [in, out]; bitsandbytes wants nn.Linear's [out, in]."""
+    if isinstance(module, Conv1D):
+        linear = nn.Linear(module.weight.shape[0], module.weight.shape[1], bias=module.bias is not None)
+        linear.weight.data = module.weight.data.t().contiguous()
+        if module.bias is not None:
+            linear.bias.data = module.bias.data
+        return linear
+    return module
+
+
+def quantized_layer(module: nn.Module, method: str, compute_dtype: torch.dtype) -> nn.Module:
+    """A bitsandbytes copy of one linear layer, quantised on the layer's device."""
+    bnb = _bnb()
+    linear = _as_linear(module)
+    weight = linear.weight.data.float()
+    has_bias = linear.bias is not None
+    if method == "int8":
+        layer = bnb.nn.Linear8bitLt(
+            linear.in_features, linear.out_features, bias=has_bias, has_fp16_weights=False, device="meta"
+        )
+        layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+    else:
+        layer = bnb.nn.Linear4bit(
+            linear.in_features,
+            linear.out_features,
+            bias=has_bias,
+            compute_dtype=compute_dtype,
+            quant_type=method,
+            device="meta",
+        )
+        layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type=method)
+        layer.support_avx512bf16_for_cpu = False  # the repacking bug: see the module docstring
+    if has_bias:
+        layer.bias = nn.Parameter(linear.bias.data.float(), requires_grad=False)
+    return layer.to(weight.device)  # bitsandbytes quantises on this move
+
+
+def _block_linears(model: nn.Module, blocks_path: str) -> list[tuple[str, nn.Module]]:
+    blocks = model.get_submodule(blocks_path)
+    return [
+        (f"{blocks_path}.{name}", module)
+        for name, module in blocks.named_modules()
+        if isinstance(module, (nn.Linear, Conv1D)) and not is_quantized(module)
+    ]
+
+
+def quantize_blocks(
+    model: nn.Module,
+    blocks_path: str,
+    method: str,
+    compute_dtype: torch.dtype = torch.float32,
+    keep: frozenset[str] = frozenset(),
+) -> Quantized:
+    """Replace every linear layer under ``blocks_path`` with its ``method`` version; ``keep`` names stay as is."""
+    check_method(method)
+    kept, layers, values = [], 0, 0
+    for name, module in _block_linears(model, blocks_path):
+        if name in keep:
+            kept.append(name)
+            continue
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, quantized_layer(module, method, compute_dtype))
+        layers += 1
+        values += module.weight.numel()
+    model._superlora_quantized = method
+    return Quantized(method, layers, tuple(kept), values)
+
+
+def is_quantized(module: nn.Module) -> bool:
+    bnb = _bnb()
+    return isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))
+
+
+def set_compute_dtype(model: nn.Module, dtype: torch.dtype) -> int:
+    """The dtype 4-bit layers dequantise to for their matmul: bf16 where the machine multiplies it fast."""
+    bnb = _bnb()
+    count = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.compute_dtype = dtype
+            count += 1
+    return count
+
+
+def dequantized_weight(module: nn.Module) -> torch.Tensor:
+    """The full-precision values a quantised layer multiplies by (what a merge must add the adapter to)."""
+    bnb = _bnb()
+    weight = module.weight
+    if isinstance(module, bnb.nn.Linear4bit):
+        return bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()
+    scale = getattr(weight, "SCB", None)
+    if scale is None:
+        scale = getattr(module.state, "SCB", None)
+    return weight.data.float() * scale.float().unsqueeze(1) / 127.0
+
+
+def dequantize(model: nn.Module) -> int:
+    """Replace every bitsandbytes layer with an fp32 ``nn.Linear`` holding its dequantised weight.
+
+    Merging LoRA into a 4-bit layer re-quantises the sum and loses most of the adapter; merging into the
+    dequantised base keeps exactly what the adapter was trained against. The model keeps its
+    ``_superlora_quantized`` mark: its values are still that method's rounding (``quantize_like`` skips it).
+    """
+    count = 0
+    for name, module in list(model.named_modules()):
+        if not is_quantized(module):
+            continue
+        linear = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+        linear.weight.data = dequantized_weight(module)
+        if module.bias is not None:
+            linear.bias.data = module.bias.data.float()
+        linear.weight.requires_grad_(False)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, linear)
+        count += 1
+    return count
+
+
+def quantize_like(
+    model: nn.Module, record: dict | None, compute_dtype: torch.dtype = torch.float32
+) -> Quantized | None:
+    """Quantise a bare base the way a QLoRA run's record says (``{"method": ..., "kept": [...]}``), if it does."""
+    if not record or getattr(model, "_superlora_quantized", None) == record.get("method"):
+        return None
+    from superlora.models.arch import describe_architecture
+
+    arch = describe_architecture(model)
+    return quantize_blocks(model, arch.blocks_path, record["method"], compute_dtype, frozenset(record.get("kept", ())))
