@@ -3,6 +3,7 @@ super weights at work.
 
 Layout: ``limits`` (server-side caps), ``access`` (the login, and one log line per refused request),
 ``state`` (models loaded once, one lock), ``generate`` (model calls, no Gradio), ``runs`` (training run
-folders), ``plots``, ``tabs/`` (one module per tab), ``ui`` (assembly and launch), ``offline`` (environment
-and private temp folder), ``cli`` (the verb). Gradio is imported only by ``ui`` and ``tabs``.
+folders), ``plots``, ``tabs/`` (one module per tab), ``ui`` (assembly and launch), ``api`` (the
+OpenAI-compatible API, ``--api``/``--api-only``), ``offline`` (environment, private temp folder, SIGTERM),
+``cli`` (the verb). Gradio is imported only by ``ui`` and ``tabs``.
 """

@@ -19,6 +19,7 @@ from typing import Any
 from superlora.errors import SuperloraError
 
 AUTH_ENV = "SUPERLORA_AUTH"
+REASON = "superlora.refusal"  # scope key: why a route refused the request, for its log line
 log = logging.getLogger("superlora.app")
 
 Message = MutableMapping[str, Any]
@@ -77,12 +78,15 @@ def describe(scope: Mapping[str, Any]) -> str:
 
 
 def refusal_line(scope: Mapping[str, Any], status: int) -> str:
-    """What a refused request gets in the log: its route, the status and, for a login, what it means."""
+    """What a refused request gets in the log: its route, the status and what it means (for a login, and
+    whatever reason a route left under ``REASON`` in the scope, as the OpenAI-compatible API does)."""
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "refused"
     hint = " (wrong user or password)" if status == 400 and scope.get("path", "").rstrip("/") == "/login" else ""
+    if scope.get(REASON):
+        hint = f" ({one_line(str(scope[REASON]))})"
     return f"refused {describe(scope)}: {status} {phrase}{hint}"
 
 

@@ -18,6 +18,26 @@ EPILOG = """examples:
   superlora serve --host 0.0.0.0 --port 8080             # other machines, behind that login
   superlora serve --host 0.0.0.0 --auth alice:s3cret     # a login on the command line (and in shell history)
   superlora serve --host 0.0.0.0 --insecure-no-auth      # anyone who can reach this machine: think twice
+  superlora serve --adapter runs/e2e/lora --api          # the app, and an OpenAI-compatible API under /v1
+  superlora serve --adapter runs/e2e/lora --api-only     # only the API (no web UI)
+
+OpenAI-compatible API (--api, --api-only), on the same host and port; the models are "base" and each adapter:
+  curl http://127.0.0.1:7860/v1/models
+  curl http://127.0.0.1:7860/v1/chat/completions -H 'Content-Type: application/json' \\
+       -d '{"model": "lora", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0}'
+  curl -N http://127.0.0.1:7860/v1/completions -u alice:s3cret -H 'Content-Type: application/json' \\
+       -d '{"model": "base", "prompt": "The capital of France is", "max_tokens": 16, "stream": true}'
+and in Python, with the openai client:
+  from openai import OpenAI
+  client = OpenAI(base_url="http://127.0.0.1:7860/v1", api_key="alice:s3cret")  # any key without a login
+  for chunk in client.chat.completions.create(
+      model="lora", messages=[{"role": "user", "content": "Hi"}], temperature=0, stream=True
+  ):
+      print(chunk.choices[0].delta.content or "", end="", flush=True)
+Chat prompts with the adapter's recorded chat template (as the Chat tab), completions with its completion
+template (as the Completion tab); temperature 0 is greedy; max_tokens is capped by --max-new-tokens;
+top_p, stop (up to 4 strings) and seed are honoured. With a login, the API wants it in the Authorization
+header: "Bearer USER:PASS" (the openai client's api_key) or basic auth (curl -u USER:PASS).
 
 A --host other than 127.0.0.1/localhost/::1 is refused unless a login is set (--auth USER:PASS or
 $SUPERLORA_AUTH=USER:PASS; --auth wins) or --insecure-no-auth is given. Plain http sends the login
@@ -27,7 +47,7 @@ Refused requests (a wrong login, a forbidden file, an oversized upload) are logg
 
 Tabs: E2E generator (base vs adapters, slot check), Chat (streaming), Super-weight explorer
 (zero/scale/restore a weight and regenerate), Runs (configs, metrics, loss curves).
-The model loads once; requests queue and run one at a time (--concurrency)."""
+The model loads once; requests queue and run one at a time (--concurrency), API requests included."""
 
 
 def register(subparsers) -> None:
@@ -62,6 +82,10 @@ def register(subparsers) -> None:
         action="store_true",
         help="serve a non-loopback --host without a login (anyone who can reach it can use the app)",
     )
+    p.add_argument(
+        "--api", action="store_true", help="also serve an OpenAI-compatible API under /v1 (same host, port and login)"
+    )
+    p.add_argument("--api-only", action="store_true", help="serve only the OpenAI-compatible API (no web UI)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per model call (default: 1)")
     p.add_argument("--concurrency", type=int, default=1, help="model requests running at once (default: 1)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="server-side cap on new tokens (default: 256)")
@@ -85,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
     offline_environment()  # before Gradio and the Hugging Face libraries are imported
     from superlora.app.limits import Limits
     from superlora.app.state import AppState
-    from superlora.app.ui import build_app, launch
 
     runs_dir = args.runs or ("runs" if Path("runs").is_dir() else None)
     limits = Limits(
@@ -99,8 +122,29 @@ def run(args: argparse.Namespace) -> int:
     print(f"loaded {args.model} with {len(state.adapters)} adapter(s) in {time.perf_counter() - started:.1f} s")
     if login is None and not is_loopback(args.host):
         print(f"warning: binding {args.host}: anyone who can reach this machine can use the app", file=sys.stderr)
-    demo = build_app(state)
     behind = f", login required as {login[0]!r}" if login else ""
+    if args.api_only:
+        from superlora.app import api
+
+        print(f"serving the OpenAI-compatible API on {api_url(args.host, args.port)}  (Ctrl+C to stop{behind})")
+        sys.stdout.flush()
+        api.serve(state, args.host, args.port, login, block=True)
+        return 0
+    from superlora.app.ui import build_app, launch  # Gradio loads here, not for --api-only
+
+    demo = build_app(state)
+    extra = {}
+    if args.api:
+        from superlora.app import api
+
+        extra["api"] = api.router(state, login)
     print(f"serving on http://{args.host}:{args.port}/  (Ctrl+C to stop{behind})", flush=True)
-    launch(demo, args.host, args.port, block=True, auth=login)
+    if args.api:
+        print(f"OpenAI-compatible API on {api_url(args.host, args.port)}", flush=True)
+    launch(demo, args.host, args.port, block=True, auth=login, **extra)
     return 0
+
+
+def api_url(host: str, port: int) -> str:
+    """The API's base URL as a client writes it (an IPv6 host in brackets)."""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"

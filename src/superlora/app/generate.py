@@ -1,4 +1,4 @@
-"""The model calls behind the tabs, free of Gradio so they can be tested and reused directly.
+"""The model calls behind the tabs and the OpenAI-compatible API, free of Gradio so they can be tested and reused.
 
 Every function validates its inputs against :class:`Limits` first (raising :class:`InputError`),
 then holds the state's lock only while the model runs.
@@ -101,6 +101,173 @@ class _StopFlag:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
 
 
+@dataclass
+class Job:
+    """A validated generation, ready to run: what both the chat tab and the OpenAI-compatible API stream.
+
+    Built by :func:`chat_job` or :func:`completion_job`, which refuse bad input before any model work, so a
+    caller (the API) can answer 400 before it starts streaming.
+    """
+
+    target: str
+    ids: list[int]  # the templated prompt
+    stop_ids: list[int] | None  # eos ids for generate(); None: the model's own
+    pad_id: int | None
+    new_tokens: int  # already capped by the limits and the context
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int | None = None  # seeds torch under the model lock, so a sampled reply can be repeated
+    one_line: bool = False  # the reply ends at the first line break (a one-line completion task)
+
+
+@dataclass
+class Report:
+    """How a streamed generation ended, filled in by :func:`stream` once the model is done."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"  # "length": the new-token budget ran out
+
+
+def _sampling(temperature: float, top_p: float) -> tuple[float, float]:
+    temperature, top_p = float(temperature), float(top_p)
+    if not (math.isfinite(temperature) and 0 <= temperature <= 5 and 0 < top_p <= 1):
+        raise InputError("temperature must be in [0, 5] and top-p in (0, 1]")
+    return temperature, top_p
+
+
+def _check_target(state: AppState, target: str) -> None:
+    if target not in state.targets:
+        raise InputError(f"unknown model '{target}'; choose one of {', '.join(state.targets)}")
+
+
+def chat_job(
+    state: AppState,
+    target: str,
+    message: str,
+    history: Sequence[dict],
+    system: str = "",
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    max_new_tokens: int | None = 128,
+    seed: int | None = None,
+) -> Job:
+    """The chat tab's prompt (:func:`chat_prompt`) and sampling settings, checked against the limits."""
+    _check_target(state, target)
+    ids = chat_prompt(state, message, history, system, target)
+    template = chat_template(state, target)
+    new_tokens = room(state, len(ids), state.limits.new_tokens(max_new_tokens))
+    temperature, top_p = _sampling(temperature, top_p)
+    tokenizer = state.loaded.tokenizer
+    return Job(
+        target,
+        ids,
+        template.stop_ids(tokenizer) if template else None,
+        template.pad_id(tokenizer) if template else tokenizer.pad_token_id,
+        new_tokens,
+        temperature,
+        top_p,
+        seed,
+    )
+
+
+def completion_template(state: AppState, target: str) -> CompletionTemplate:
+    """How ``target`` continues a prompt: a completion adapter's recorded template, else the text as it is."""
+    recorded = state.template(target)
+    return recorded if isinstance(recorded, CompletionTemplate) else CompletionTemplate()
+
+
+def completion_job(
+    state: AppState,
+    target: str,
+    prompt: str,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    max_new_tokens: int | None = 64,
+    seed: int | None = None,
+) -> Job:
+    """``prompt`` inside ``target``'s completion template (as the Completion tab prompts it), stopping where the
+    template says."""
+    _check_target(state, target)
+    prompt = state.limits.text(prompt, "prompt")
+    template = completion_template(state, target)
+    tokenizer = state.loaded.tokenizer
+    ids = template.prompt_ids(tokenizer, prompt)
+    new_tokens = room(state, len(ids), state.limits.new_tokens(max_new_tokens))
+    temperature, top_p = _sampling(temperature, top_p)
+    return Job(
+        target,
+        ids,
+        template.stop_ids(tokenizer),
+        template.pad_id(tokenizer),
+        new_tokens,
+        temperature,
+        top_p,
+        seed,
+        template.one_line,
+    )
+
+
+def stream(state: AppState, job: Job, report: Report | None = None) -> Iterator[str]:
+    """Yield the new text piece by piece (TextIteratorStreamer) while the model runs under the state's lock.
+
+    Closing the iterator early (a stop button, a client that hung up, a stop string) ends the generation at
+    the next token and frees the model. ``report`` gets the token counts and the finish reason at the end.
+    """
+    from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+    tokenizer = state.loaded.tokenizer
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    stop = _StopFlag()
+    failure: list[BaseException] = []
+    report = report if report is not None else Report()
+    report.prompt_tokens = len(job.ids)
+    sampling = {"do_sample": True, "temperature": job.temperature, "top_p": job.top_p} if job.temperature > 0 else {}
+    kwargs = {
+        "input_ids": torch.tensor([job.ids]),
+        "attention_mask": torch.ones(1, len(job.ids), dtype=torch.long),
+        "max_new_tokens": job.new_tokens,
+        "do_sample": False,
+        "pad_token_id": job.pad_id,
+        **({"eos_token_id": job.stop_ids} if job.stop_ids else {}),
+        "streamer": streamer,
+        "stopping_criteria": StoppingCriteriaList([stop]),
+        **sampling,
+    }
+    ends = set(job.stop_ids or [tokenizer.eos_token_id])
+
+    def work() -> None:
+        try:
+            with state.use(job.target) as model, torch.inference_mode():
+                if job.seed is not None:  # under the lock: no other request draws from the generator in between
+                    torch.manual_seed(job.seed)
+                out = model.generate(**kwargs)
+            new = out[0, len(job.ids) :].tolist()
+            report.completion_tokens = len(new)
+            ran_out = len(new) >= job.new_tokens and (not new or new[-1] not in ends)
+            report.finish_reason = "length" if ran_out else "stop"
+        except BaseException as exc:  # re-raised to the consumer below
+            failure.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=work, name="generate", daemon=True)
+    thread.start()
+    line_ended = False
+    try:
+        for piece in streamer:
+            if line_ended:  # a line-end token is a stop id, so nothing follows it but its own text
+                continue
+            if job.one_line and "\n" in piece:
+                piece, line_ended = piece.split("\n", 1)[0], True
+            if piece:
+                yield piece
+    finally:
+        stop.event.set()  # the consumer is gone (done, stopped or disconnected): free the model
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
 def chat_stream(
     state: AppState,
     target: str,
@@ -111,55 +278,15 @@ def chat_stream(
     top_p: float = 0.9,
     max_new_tokens: int = 128,
 ) -> Iterator[str]:
-    """Yield the reply as it grows (TextIteratorStreamer); temperature 0 means greedy."""
-    from transformers import StoppingCriteriaList, TextIteratorStreamer
-
-    if target not in state.targets:
-        raise InputError(f"unknown model '{target}'; choose one of {', '.join(state.targets)}")
-    ids = chat_prompt(state, message, history, system, target)
-    template = chat_template(state, target)
-    new_tokens = room(state, len(ids), state.limits.new_tokens(max_new_tokens))
-    temperature, top_p = float(temperature), float(top_p)
-    if not (math.isfinite(temperature) and 0 <= temperature <= 5 and 0 < top_p <= 1):
-        raise InputError("temperature must be in [0, 5] and top-p in (0, 1]")
-    tokenizer = state.loaded.tokenizer
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    stop = _StopFlag()
-    failure: list[BaseException] = []
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
-    kwargs = {
-        "input_ids": torch.tensor([ids]),
-        "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-        "max_new_tokens": new_tokens,
-        "do_sample": False,
-        "pad_token_id": template.pad_id(tokenizer) if template else tokenizer.pad_token_id,
-        **({"eos_token_id": template.stop_ids(tokenizer)} if template else {}),
-        "streamer": streamer,
-        "stopping_criteria": StoppingCriteriaList([stop]),
-        **sampling,
-    }
-
-    def work() -> None:
-        try:
-            with state.use(target) as model, torch.inference_mode():
-                model.generate(**kwargs)
-        except BaseException as exc:  # reported to the page by the consumer below
-            failure.append(exc)
-            streamer.end()
-
-    thread = threading.Thread(target=work, name="chat-generate", daemon=True)
-    thread.start()
-    reply = ""
+    """Yield the reply as it grows; temperature 0 means greedy."""
+    job = chat_job(state, target, message, history, system, temperature, top_p, max_new_tokens)
+    reply, pieces = "", stream(state, job)
     try:
-        for piece in streamer:
-            if piece:
-                reply += piece
-                yield reply
+        for piece in pieces:
+            reply += piece
+            yield reply
     finally:
-        stop.event.set()  # the consumer is gone (done, stopped or disconnected): free the model
-    thread.join()
-    if failure:
-        raise failure[0]
+        pieces.close()  # a stop button or a closed page ends the generation now, not at garbage collection
     if not reply.strip():
         yield "(the model returned an empty reply)"
 
@@ -191,8 +318,7 @@ def complete(
     prompt = state.limits.text(prompt, "prompt")
     tokenizer, results = state.loaded.tokenizer, []
     for target in targets:
-        recorded = state.template(target)
-        template = recorded if isinstance(recorded, CompletionTemplate) else CompletionTemplate()
+        template = completion_template(state, target)
         new_tokens = room(state, len(template.prompt_ids(tokenizer, prompt)), state.limits.new_tokens(max_new_tokens))
         config = DecodeConfig(state.limits.beams(num_beams), 1.0, 0, new_tokens, 1)
         started = time.perf_counter()

@@ -6,7 +6,11 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 TEMP_MARK = "SUPERLORA_GRADIO_TEMP"  # the private Gradio folder a superlora process made (children inherit it)
@@ -49,3 +53,22 @@ def remove_private_temp() -> None:
     """Delete the folder ``private_gradio_temp`` made, with whatever was uploaded or cached in it."""
     if _private_temp is not None:
         shutil.rmtree(_private_temp, ignore_errors=True)
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt in the main thread, where Gradio's wait loop (or uvicorn, for
+    ``serve --api-only``) stops the server cleanly; without it the process dies on the spot and exit
+    handlers (the temp folder's removal) never run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

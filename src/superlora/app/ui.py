@@ -6,16 +6,12 @@ Importing this module sets the offline environment before Gradio and the Hugging
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from superlora.app.offline import offline_environment
+from superlora.app.offline import offline_environment, sigterm_interrupts
 
 offline_environment()
 
 import gradio as gr  # noqa: E402
+from fastapi import APIRouter  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from superlora.app.access import RequestLog  # noqa: E402
@@ -68,19 +64,27 @@ def launch(
     port: int | None = None,
     block: bool = True,
     auth: tuple[str, str] | None = None,
+    api: APIRouter | None = None,
 ):
     """Serve locally: no share link, no SSR (it needs Node), no monitoring or run-history pages.
 
     ``auth`` is the one login Gradio then asks for. Uploads are capped at ``MAX_UPLOAD_BYTES`` (413
     beyond), and ``RequestLog`` gives each refused or failed request one log line. With ``block``,
     SIGTERM stops the server as Ctrl+C does, so the private temp folder is still removed at exit.
+
+    ``api`` (``superlora.app.api.router``) adds the OpenAI-compatible routes to the very app Gradio serves:
+    handed to FastAPI at construction, they come before Gradio's own routes and exist before the first
+    request, on the same host and port. They check the login themselves (Gradio's guards only its own).
     """
+    app_kwargs = {"middleware": [Middleware(RequestLog)]}  # a fresh dict: Gradio adds to it
+    if api is not None:
+        app_kwargs["routes"] = list(api.routes)
     settings = dict(
         server_name=host,
         server_port=port,
         auth=auth,
         max_file_size=MAX_UPLOAD_BYTES,
-        app_kwargs={"middleware": [Middleware(RequestLog)]},  # a fresh dict: Gradio adds to it
+        app_kwargs=app_kwargs,
         share=False,
         inbrowser=False,
         show_error=True,
@@ -102,21 +106,3 @@ def launch(
         except KeyboardInterrupt:  # a Ctrl+C that lands while Gradio is still starting up
             demo.close()
             return None
-
-
-@contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt in the main thread, where Gradio's wait loop stops the server
-    cleanly; without it the process dies on the spot and exit handlers never run."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
