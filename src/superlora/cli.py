@@ -20,6 +20,8 @@ VERBS = {
     "models": "superlora.models.cli",
     "train": "superlora.training.cli",
     "merge": "superlora.training.merge",
+    "quantize": "superlora.quantization.cli",
+    "export": "superlora.export.cli",
     "bench": "superlora.bench.cli",
     "score": "superlora.evaluation.cli",
     "evaluate": "superlora.evaluation.cli",
@@ -31,6 +33,7 @@ EPILOG = """examples:
   superlora identify                    # super weights of the default offline model (smollm2-135m)
   superlora train configs/e2e-superweight.yaml task.source=E2E_DIR optim.max_steps=200
   superlora merge runs/e2e-superweight  # a plain model with the adapter folded in
+  superlora export runs/e2e-superweight --format gguf  # one GGUF file + Ollama Modelfile
   superlora models list                 # built-in offline models and whether they are cached
   superlora models pull smollm2-135m    # prepare the default model once (~30 s)
   superlora models info smollm2-135m    # blocks, attention/MLP modules, MLP output projection

@@ -37,10 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         subparsers,
         "export",
         help="export a run for other tools: merged safetensors, GGUF + Ollama Modelfile, or the adapter",
-        description="Fold RUN/adapter into the base model it was trained on (loaded in full precision) and "
-        "write it for tools that know no peft: a plain Hugging Face folder (safetensors), or one GGUF file for "
-        "llama.cpp / Ollama with a Modelfile that prompts as training did; or copy the adapter itself. Every "
-        "export has a model card; --push-to-hub uploads the folder in one commit.",
+        description="Fold RUN/adapter into the base model it was trained on (in fp32; a QLoRA run's base "
+        "dequantised) and write it for tools that know no peft: a plain Hugging Face folder (safetensors), or "
+        "one GGUF file for llama.cpp / Ollama with a Modelfile that prompts as training did; or copy the adapter "
+        "itself. Every export has a model card; --push-to-hub uploads the folder in one commit.",
         epilog=EPILOG,
     )
     parser.add_argument("run", help="a run directory written by `superlora train`")

@@ -3,7 +3,7 @@
 1. The run: it exists, has a final adapter; the output folder is new or empty; the format/dtype pair makes
    sense; with ``--push-to-hub`` the Hub is reachable. For GGUF, the base model's architecture is read from
    its config (no weights) and refused unless the writer supports it.
-2. The merge, in memory, into the base loaded in full precision (``training.merge.merged_model``).
+2. The merge, in memory and in fp32, into the base (a QLoRA run's dequantised: ``training.merge.merged_model``).
 3. The output folder is filled in a hidden sibling and renamed into place (``rundir.write_atomic``): a
    failure or a kill leaves no half-written file. GGUF exports read their tokenizer back from the file before
    the rename, so a tokenizer that would cut text differently is an error, not a file.

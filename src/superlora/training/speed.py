@@ -316,7 +316,8 @@ def apply_speed(model: nn.Module, loaded: LoadedModel, speed: SpeedConfig) -> li
         notes.append(f"LoRA dropout from 16-bit draws ({count} modules)")
     if speed.bf16 is True:
         cast = frozen_weights_to_bf16(blocks)
-        notes.append(f"bf16 autocast; {cast / 1e6:.1f}M frozen block weights stored in bf16")
+        stored = f"; {cast / 1e6:.1f}M frozen block weights stored in bf16" if cast else ""  # none left: QLoRA
+        notes.append(f"bf16 autocast{stored}")
     if speed.compile:
         for block in blocks:
             block.compile(dynamic=True)

@@ -1,0 +1,55 @@
+"""Block-wise 4-bit quantisation, simulated: each weight matrix is rounded and put back in fp32.
+
+The perplexity of the rounded model is what a real 4-bit kernel would compute (up to the matmul's own rounding),
+so the sweep measures quality only, on any CPU. Blocks are runs of ``block`` consecutive values of the
+row-major weight, as bitsandbytes lays them out. A block's scale comes from its extremes, so one huge value (a
+super weight is ~100x its neighbours) stretches the scale and rounds every other value of its block to a few
+levels; ``keep`` holds such values out of the statistics and restores them exactly afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+METHODS = ("rtn", "nf4")
+
+
+def _blocks(flat: torch.Tensor, block: int) -> tuple[torch.Tensor, int]:
+    pad = (-flat.numel()) % block
+    padded = torch.cat([flat, flat.new_zeros(pad)]) if pad else flat
+    return padded.view(-1, block), pad
+
+
+def rtn(weight: torch.Tensor, block: int, bits: int = 4) -> torch.Tensor:
+    """Asymmetric min-max round-to-nearest with ``bits`` bits per value and one scale and zero point per block."""
+    rows, pad = _blocks(weight.reshape(-1).float(), block)
+    low, high = rows.min(dim=1, keepdim=True).values, rows.max(dim=1, keepdim=True).values
+    levels = 2**bits - 1
+    scale = ((high - low) / levels).clamp(min=1e-12)
+    codes = torch.round((rows - low) / scale).clamp(0, levels)
+    out = (codes * scale + low).reshape(-1)
+    return (out[: out.numel() - pad] if pad else out).view_as(weight)
+
+
+def nf4(weight: torch.Tensor, block: int) -> torch.Tensor:
+    """bitsandbytes' NF4 (absmax per block, 16 normal-quantile levels), quantised and dequantised."""
+    import bitsandbytes.functional as bnbf
+
+    data = weight.float().contiguous()
+    packed, state = bnbf.quantize_4bit(data, blocksize=block, quant_type="nf4")
+    return bnbf.dequantize_4bit(packed, state).float().view_as(weight)
+
+
+def quantized(weight: torch.Tensor, method: str, block: int, keep: Iterable[tuple[int, int]] = ()) -> torch.Tensor:
+    """``weight`` rounded by ``method``; the ``keep`` indices are left out of their blocks' scales and kept exact."""
+    keep = list(keep)
+    work = weight.detach().float().clone()
+    originals = [work[index].clone() for index in keep]
+    for index in keep:
+        work[index] = 0.0  # inside every block's range: it no longer sets the scale
+    out = rtn(work, block) if method == "rtn" else nf4(work, block)
+    for index, value in zip(keep, originals, strict=True):
+        out[index] = value
+    return out
