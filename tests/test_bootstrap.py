@@ -11,7 +11,7 @@ import pytest
 from superlora.evaluation.bootstrap import bleu_from_stats, bleu_item_stats, paired_bootstrap
 from superlora.evaluation.mteval import bleu
 
-RESULTS = Path(__file__).parents[1] / "results" / "study" / "arms"
+RESULTS = Path(__file__).parents[1] / "results" / "study-oneseed" / "arms"  # the one-seed study
 
 
 def _outputs(arm: str) -> dict[str, str]:
