@@ -118,3 +118,21 @@ def test_an_unknown_quantize_method_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["quantize", "smollm2-135m", "--method", "gptq"])
     assert exc.value.code == 2 and "invalid choice: 'gptq'" in capsys.readouterr().err
+
+
+def test_clipping_cuts_a_super_weight_unless_it_is_kept_and_sharpens_every_other_block():
+    """Min-max RTN keeps a block's extremes exact; the paper's clipping gives finer scales but needs the SW kept."""
+    torch.manual_seed(0)
+    weight = torch.randn(16, 256) * 0.02
+    weight[3, 9] = 1.0  # ~50 standard deviations
+    assert quantized(weight, "rtn", 64)[3, 9] == weight[3, 9]  # plain min-max: the extreme is a level
+    clipped = quantized(weight, "rtn", 64, clip=4.0)
+    assert clipped[3, 9] < 0.2  # clipped to 4 sigma: the super weight is gone
+    kept = quantized(weight, "rtn", 64, keep=[(3, 9)], clip=4.0)
+    assert kept[3, 9] == weight[3, 9]
+    assert (kept - weight).abs().mean() < (quantized(weight, "rtn", 64) - weight).abs().mean()
+
+
+def test_a_non_positive_clip_is_one_line(tmp_path, capsys):
+    assert main(["quantize", "smollm2-135m", "--clip", "0", "--out", str(tmp_path / "q")]) == 2
+    assert "--clip" in capsys.readouterr().err

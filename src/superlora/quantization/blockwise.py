@@ -5,6 +5,10 @@ so the sweep measures quality only, on any CPU. Blocks are runs of ``block`` con
 row-major weight, as bitsandbytes lays them out. A block's scale comes from its extremes, so one huge value (a
 super weight is ~100x its neighbours) stretches the scale and rounds every other value of its block to a few
 levels; ``keep`` holds such values out of the statistics and restores them exactly afterwards.
+
+Min-max rounding keeps a block's extremes exact, so a super weight survives plain RTN by itself. The paper's
+recipe (section 4.2) goes further: clip every tensor's outliers (``clip``: to ``clip`` standard deviations) so all
+blocks get a finer scale — which would clip the super weight too and destroy the model unless it is kept.
 """
 
 from __future__ import annotations
@@ -42,13 +46,19 @@ def nf4(weight: torch.Tensor, block: int) -> torch.Tensor:
     return bnbf.dequantize_4bit(packed, state).float().view_as(weight)
 
 
-def quantized(weight: torch.Tensor, method: str, block: int, keep: Iterable[tuple[int, int]] = ()) -> torch.Tensor:
-    """``weight`` rounded by ``method``; the ``keep`` indices are left out of their blocks' scales and kept exact."""
+def quantized(
+    weight: torch.Tensor, method: str, block: int, keep: Iterable[tuple[int, int]] = (), clip: float | None = None
+) -> torch.Tensor:
+    """``weight`` rounded by ``method``; the ``keep`` indices are left out of their blocks' scales and kept exact;
+    ``clip``: every other value first clipped to ``clip`` standard deviations of the tensor."""
     keep = list(keep)
     work = weight.detach().float().clone()
     originals = [work[index].clone() for index in keep]
     for index in keep:
         work[index] = 0.0  # inside every block's range: it no longer sets the scale
+    if clip is not None:
+        bound = clip * float(work.std())
+        work.clamp_(-bound, bound)
     out = rtn(work, block) if method == "rtn" else nf4(work, block)
     for index, value in zip(keep, originals, strict=True):
         out[index] = value

@@ -12,6 +12,7 @@ from superlora.verb import add_verb
 
 EPILOG = """examples:
   superlora quantize smollm2-135m --keep-superweights            # rtn, blocks 64 ... 16384, -> results/quantize/
+  superlora quantize smollm2-135m --keep-superweights --clip 6    # the paper's recipe: clip outliers, keep the SWs
   superlora quantize smollm2-135m --method nf4 --block 64,256,1024,4096 --keep-superweights
   superlora quantize qwen2.5-1.5b --keep 2:408:8300 --passages 4  # keep a weight identify did not prove
   superlora quantize ./my-model --data ../shared/data --out /tmp/q
@@ -20,8 +21,10 @@ Every linear layer of the transformer blocks is rounded block-wise to 4 bits and
 simulation: the perplexity is what a 4-bit kernel would compute; nothing is faster). rtn: min-max round to
 nearest, one scale and zero point per block; nf4: bitsandbytes' NF4 (absmax per block, at most 4096).
 --keep-superweights holds the proven super weights of results/identify/MODEL/superweights.json (or
---superweights FILE) out of their blocks' scales and restores them exactly. The held-out text is the first
---passages test items of E2E, GSM8K and DialogSum under --data."""
+--superweights FILE) out of their blocks' scales and restores them exactly. Min-max RTN keeps each block's
+extremes exact, so a super weight survives plain RTN; --clip Z clips every tensor to Z standard deviations
+before rounding (finer scales everywhere), which clips the super weights too unless they are kept. The
+held-out text is the first --passages test items of E2E, GSM8K and DialogSum under --data."""
 
 
 def parse_blocks(text: str) -> list[int]:
@@ -58,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     blocks = parse_blocks(args.block)
     if args.method == "nf4" and blocks[-1] > 4096:
         raise SuperloraError(f"--method nf4: bitsandbytes takes blocks of 64 ... 4096, not {blocks[-1]}")
+    if args.clip is not None and args.clip <= 0:
+        raise SuperloraError(f"--clip must be > 0 standard deviations, got {args.clip}")
     if args.passages < 1 or args.max_tokens < 8:
         raise SuperloraError("--passages must be >= 1 and --max-tokens >= 8")
     extra = [parse_coord_text(c) for c in args.keep]  # syntax now, shapes once the model is loaded
@@ -87,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         for text in source:
             ids = loaded.tokenizer(text, return_tensors="pt").input_ids[0][: args.max_tokens]
             rows.append(ids)
-    settings = [Setting(b, keep, coords) for b in blocks for keep, coords in kept_sets.items()]
+    clips = [None, *([args.clip] if args.clip is not None else [])]
+    settings = [Setting(b, k, c, clip) for b in blocks for clip in clips for k, c in kept_sets.items()]
     print(f"{args.model}: {len(rows)} passages, {sum(r.numel() for r in rows):,} tokens; {len(settings)} settings")
     base, records = run_sweep(loaded.model, arch, rows, args.method, settings)
     result = {
@@ -126,6 +132,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--keep-superweights", action="store_true", help="also measure with the super weights kept")
     parser.add_argument("--superweights", metavar="FILE", help="identify report (default: results/identify/MODEL/)")
     parser.add_argument("--keep", nargs="+", default=[], metavar="B:OUT:IN", help="also measure keeping these weights")
+    parser.add_argument(
+        "--clip", type=float, metavar="Z", help="also measure with outliers clipped to Z standard deviations first"
+    )
     parser.add_argument("--data", default="../shared/data", help="folder with e2e/, gsm8k/, dialogsum/")
     parser.add_argument("--passages", type=int, default=8, help="test passages per source (default 8)")
     parser.add_argument("--max-tokens", type=int, default=256, help="tokens per passage at most (default 256)")

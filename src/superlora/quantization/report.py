@@ -12,10 +12,10 @@ WRITTEN_BY = "superlora quantize"
 def table(result: dict[str, Any]) -> str:
     """Markdown: one row per block size, one column per kept set, each cell the perplexity and its ratio to fp32."""
     base = result["ppl_fp32"]
-    keeps = list(dict.fromkeys(r["keep"] for r in result["records"]))
+    keeps = list(dict.fromkeys(r["label"] for r in result["records"]))
     blocks = sorted({r["block"] for r in result["records"]})
-    cell = {(r["block"], r["keep"]): r["ppl"] for r in result["records"]}
-    head = ["block"] + [f"{result['method']}, keep {k}" for k in keeps]
+    cell = {(r["block"], r["label"]): r["ppl"] for r in result["records"]}
+    head = ["block"] + [f"{result['method']}, {k}" for k in keeps]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for block in blocks:
         values = [cell.get((block, k)) for k in keeps]
@@ -42,9 +42,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for keep in dict.fromkeys(r["keep"] for r in result["records"]):
-        rows = sorted((r["block"], r["ppl"]) for r in result["records"] if r["keep"] == keep)
-        ax.plot([b for b, _ in rows], [p for _, p in rows], marker="o", label=f"keep {keep}")
+    for label in dict.fromkeys(r["label"] for r in result["records"]):
+        rows = sorted((r["block"], r["ppl"]) for r in result["records"] if r["label"] == label)
+        ax.plot([b for b, _ in rows], [p for _, p in rows], marker="o", label=label)
     ax.axhline(result["ppl_fp32"], color="grey", linestyle="--", label="fp32")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")

@@ -3,6 +3,7 @@ the super weights in full precision."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from superlora.identify.ablation import Coord
 from superlora.models.arch import ArchFacts
 from superlora.quantization.blockwise import quantized
 
+say = functools.partial(print, flush=True)  # progress lines appear as they happen, also in a log file
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -24,6 +27,11 @@ class Setting:
     block: int
     keep: str  # "none" or the name of the kept set, e.g. "superweights"
     coords: tuple[Coord, ...] = ()
+    clip: float | None = None  # outliers clipped to this many standard deviations first (None: no clipping)
+
+    @property
+    def label(self) -> str:
+        return f"keep {self.keep}" + (f", clip {self.clip:g}σ" if self.clip is not None else "")
 
 
 def block_linears(model: nn.Module, arch: ArchFacts) -> dict[str, nn.Module]:
@@ -62,7 +70,7 @@ def run_sweep(
     rows: list[torch.Tensor],
     method: str,
     settings: list[Setting],
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = say,
 ) -> tuple[float, list[dict]]:
     """(fp32 perplexity, one record per setting). The original weights are restored exactly after each point."""
     layers = block_linears(model, arch)
@@ -76,13 +84,21 @@ def run_sweep(
             start = time.perf_counter()
             keep = kept_indices(arch, setting.coords)
             for name, layer in layers.items():
-                layer.weight.data.copy_(quantized(originals[name], method, setting.block, keep.get(name, ())))
+                rounded = quantized(originals[name], method, setting.block, keep.get(name, ()), setting.clip)
+                layer.weight.data.copy_(rounded)
             ppl = perplexity(model, rows)
             seconds = time.perf_counter() - start
             records.append(
-                {"block": setting.block, "keep": setting.keep, "kept": [str(c) for c in setting.coords], "ppl": ppl}
+                {
+                    "block": setting.block,
+                    "keep": setting.keep,
+                    "clip": setting.clip,
+                    "label": setting.label,
+                    "kept": [str(c) for c in setting.coords],
+                    "ppl": ppl,
+                }
             )
-            progress(f"{method} block {setting.block:6d}, keep {setting.keep}: perplexity {ppl:.3f} ({seconds:.0f} s)")
+            progress(f"{method} block {setting.block:6d}, {setting.label}: perplexity {ppl:.3f} ({seconds:.0f} s)")
     finally:
         for name, layer in layers.items():
             layer.weight.data.copy_(originals[name])
