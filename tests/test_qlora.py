@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import test_training
 from superlora.cli import main
 from superlora.config import load_config
 from superlora.training.config import TrainConfig
@@ -16,28 +17,7 @@ from superlora.training.rundir import read_log
 from test_training import train_cfg, write_e2e
 
 pytest.importorskip("bitsandbytes")
-
-
-@pytest.fixture
-def base_args(tmp_path):
-    """Factory: the overrides of a fast run on a tiny model (test_training's recipe)."""
-    data = write_e2e(tmp_path / "e2e")
-
-    def make(model_dir: Path, run: str = "run", **extra) -> list[str]:
-        args = {
-            "model": str(model_dir),
-            "task.source": str(data),
-            "data.max_length": 48,
-            "optim.batch_size": 4,
-            "optim.max_steps": 8,
-            "optim.lr": 0.01,
-            "log_every": 1,
-            "checkpoint.every": 4,
-            "output_dir": str(tmp_path / run),
-        } | extra
-        return [f"{k}={v}" for k, v in args.items()]
-
-    return make
+base_args, data_dir = test_training.base_args, test_training.data_dir  # the tiny-run fixtures, shared
 
 
 def lora_grads(model) -> list[torch.Tensor | None]:
