@@ -101,13 +101,14 @@ def quantized_layer(module: nn.Module, method: str, compute_dtype: torch.dtype) 
     return layer.to(weight.device)  # bitsandbytes quantises on this move
 
 
-def _block_linears(model: nn.Module, blocks_path: str) -> list[tuple[str, nn.Module]]:
+def block_linears(model: nn.Module, blocks_path: str) -> dict[str, nn.Module]:
+    """Every linear layer inside the transformer blocks, by full name: what 4-bit schemes quantise."""
     blocks = model.get_submodule(blocks_path)
-    return [
-        (f"{blocks_path}.{name}", module)
+    return {
+        f"{blocks_path}.{name}": module
         for name, module in blocks.named_modules()
-        if isinstance(module, (nn.Linear, Conv1D)) and not is_quantized(module)
-    ]
+        if isinstance(module, (nn.Linear, Conv1D))
+    }
 
 
 def quantize_blocks(
@@ -120,7 +121,9 @@ def quantize_blocks(
     """Replace every linear layer under ``blocks_path`` with its ``method`` version; ``keep`` names stay as is."""
     check_method(method)
     kept, layers, values = [], 0, 0
-    for name, module in _block_linears(model, blocks_path):
+    for name, module in block_linears(model, blocks_path).items():
+        if is_quantized(module):
+            continue
         if name in keep:
             kept.append(name)
             continue

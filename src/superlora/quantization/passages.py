@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -10,46 +9,36 @@ from superlora.errors import SuperloraError
 
 
 def e2e(root: Path, count: int) -> list[str]:
-    """Human references of the official E2E test set (one description per MR, the first ``count`` MRs)."""
-    path = root / "e2e" / "original" / "testset_w_refs.csv"
+    """The first human reference of each of the first ``count`` MRs of the official E2E test set."""
+    from superlora.tasks.e2e.data import group_references, load_split
+
+    if not (root / "e2e" / "original").is_dir():
+        raise SuperloraError(f"E2E data not found: {root / 'e2e' / 'original'}")
+    return [refs[0] for _, refs in group_references(load_split("test", "original", root / "e2e"))[:count]]
+
+
+def _jsonl(path: Path, what: str, count: int, text) -> list[str]:
+    """``text(record)`` of the first ``count`` records of a JSON-lines test file."""
     if not path.is_file():
-        raise SuperloraError(f"E2E test set not found: {path}")
-    seen: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            seen.setdefault(row["mr"], row["ref"])
-            if len(seen) == count:
+        raise SuperloraError(f"{what} test set not found: {path}")
+    out: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            out.append(text(json.loads(line)))
+            if len(out) == count:
                 break
-    return list(seen.values())
+    return out
 
 
 def gsm8k(root: Path, count: int) -> list[str]:
     """GSM8K test problems with their worked answers (human turn, then the model turn)."""
     path = root / "gsm8k" / "test.sharegpt.jsonl"
-    if not path.is_file():
-        raise SuperloraError(f"GSM8K test set not found: {path}")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            turns = json.loads(line)["conversations"]
-            out.append("\n".join(turn["value"] for turn in turns))
-            if len(out) == count:
-                break
-    return out
+    return _jsonl(path, "GSM8K", count, lambda r: "\n".join(turn["value"] for turn in r["conversations"]))
 
 
 def dialogsum(root: Path, count: int) -> list[str]:
     """DialogSum test dialogues (CC BY-NC-SA 4.0: read from ../shared, never copied)."""
-    path = root / "dialogsum" / "test.jsonl"
-    if not path.is_file():
-        raise SuperloraError(f"DialogSum test set not found: {path}")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            out.append(json.loads(line)["dialogue"])
-            if len(out) == count:
-                break
-    return out
+    return _jsonl(root / "dialogsum" / "test.jsonl", "DialogSum", count, lambda r: r["dialogue"])
 
 
 def passages(root: str | Path, per_source: int) -> dict[str, list[str]]:

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from superlora.identify.ablation import Coord
 from superlora.models.arch import ArchFacts
+from superlora.models.quantize import block_linears
 from superlora.quantization.blockwise import quantized
 
 say = functools.partial(print, flush=True)  # progress lines appear as they happen, also in a log file
@@ -32,16 +32,6 @@ class Setting:
     @property
     def label(self) -> str:
         return f"keep {self.keep}" + (f", clip {self.clip:g}σ" if self.clip is not None else "")
-
-
-def block_linears(model: nn.Module, arch: ArchFacts) -> dict[str, nn.Module]:
-    """Every linear layer inside the transformer blocks: what 4-bit schemes quantise (embeddings and head stay)."""
-    blocks = model.get_submodule(arch.blocks_path)
-    return {
-        f"{arch.blocks_path}.{name}": module
-        for name, module in blocks.named_modules()
-        if isinstance(module, (nn.Linear, Conv1D))
-    }
 
 
 def kept_indices(arch: ArchFacts, coords: tuple[Coord, ...]) -> dict[str, list[tuple[int, int]]]:
@@ -73,7 +63,7 @@ def run_sweep(
     progress: Callable[[str], None] = say,
 ) -> tuple[float, list[dict]]:
     """(fp32 perplexity, one record per setting). The original weights are restored exactly after each point."""
-    layers = block_linears(model, arch)
+    layers = block_linears(model, arch.blocks_path)
     originals = {name: layer.weight.detach().clone() for name, layer in layers.items()}
     start = time.perf_counter()
     base = perplexity(model, rows)
