@@ -139,6 +139,8 @@ class TrainConfig:
     trust_remote_code: bool = False
     # QLoRA: the frozen block weights in 4 bits (nf4, fp4) or 8 (int8) with bitsandbytes; null: full precision
     quantize: Literal["nf4", "fp4", "int8"] | None = None
+    # QLoRA: hold the super weights (``superweights``, or identified now) in full precision in the quantised base
+    keep_superweights: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when a GPU is visible, else the CPU
     task: TaskSection = field(default_factory=DefaultTask)  # what is learnt; superlora.tasks lists them
     data: DataConfig = field(default_factory=DataConfig)
@@ -185,3 +187,5 @@ class TrainConfig:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+        if self.keep_superweights and self.quantize is None:
+            raise ValueError("keep_superweights: true needs a quantised base (quantize: nf4, fp4 or int8)")

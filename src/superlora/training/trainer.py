@@ -75,7 +75,9 @@ def quantize_base(plan: Plan) -> Quantized | None:
 
     from superlora.models.quantize import quantize_blocks
 
-    done = quantize_blocks(plan.loaded.model, plan.loaded.arch.blocks_path, plan.cfg.quantize)
+    done = quantize_blocks(
+        plan.loaded.model, plan.loaded.arch.blocks_path, plan.cfg.quantize, superweights=plan.protected
+    )
     # its default turns gradient checkpointing on: ~28% slower for models this size, and not asked for
     prepare_model_for_kbit_training(plan.loaded.model, use_gradient_checkpointing=False)
     return done
