@@ -167,7 +167,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         f"decoding {len(items)} {cfg.split} items of task {task.name} (beam {decode.num_beams}, fp32, {threads})",
         flush=True,
     )
-    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, **task.model_kwargs())
     model = attach_adapter(loaded.model, cfg.adapter, cfg.model) if cfg.adapter else loaded.model
     report, outputs = evaluate(
         task,

@@ -102,7 +102,7 @@ def evaluate_arm(cfg: StudyConfig, arm: str, run: Path | None) -> dict:
     e = cfg.eval
     task = get_task(cfg.train.task)
     items = task.eval_items(e.split, e.limit)
-    loaded = load_model(cfg.train.model, trust_remote_code=cfg.train.trust_remote_code)
+    loaded = load_model(cfg.train.model, trust_remote_code=cfg.train.trust_remote_code, **task.model_kwargs())
     model = attach_adapter(loaded.model, run / "adapter") if run is not None else loaded.model
     decode = e.decode.resolved(task.decode_defaults())
     template = open_run(run).template() if run is not None else task.template()  # as the arm was trained

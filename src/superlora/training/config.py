@@ -13,7 +13,7 @@ from typing import Literal
 from superlora.errors import SuperloraError
 from superlora.tasks import DefaultTask, TaskSection
 
-LayerStrategy = Literal["all", "superweights", "above", "avoid", "probe", "random", "first", "last"]
+LayerStrategy = Literal["all", "superweights", "above", "avoid", "probe", "random", "first", "last", "none"]
 
 
 @dataclass
@@ -132,7 +132,8 @@ class TrainConfig:
     or identified on the fly), ``above`` (every block after the highest of them), ``avoid`` (every block
     but them), ``probe`` (the ``count`` blocks with the largest LoRA gradients over a short all-block run of
     ``probe_steps`` steps, see training.probe), ``random``/``first``/``last`` (controls with ``count`` blocks;
-    ``count`` defaults to the number of super-weight blocks) or an explicit list of indices.
+    ``count`` defaults to the number of super-weight blocks), ``none`` (no LoRA: a classification task's head alone,
+    the baseline that shows what LoRA adds) or an explicit list of indices.
     """
 
     model: str = "smollm2-135m"

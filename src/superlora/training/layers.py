@@ -105,6 +105,8 @@ def select_blocks(cfg: TrainConfig, loaded: LoadedModel) -> tuple[list[int], int
         return sorted(set(cfg.layers)), cfg.count
     if cfg.layers == "all":
         return list(range(n)), cfg.count
+    if cfg.layers == "none":
+        return [], cfg.count
     if cfg.layers == "superweights":
         return superweight_blocks(), cfg.count
     if cfg.layers in ("above", "avoid"):

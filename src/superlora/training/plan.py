@@ -106,11 +106,15 @@ def plan_run(cfg: TrainConfig) -> Plan:
         )
     task = get_task(cfg.task)
     task.check()
+    if cfg.layers == "none" and task.head != "classifier":
+        raise SuperloraError(
+            f"layers: none trains only a classification head, and task {task.name} has none; choose blocks to adapt"
+        )
     if cfg.superweights is not None and not Path(cfg.superweights).is_file():
         raise SuperloraError(f"superweights: file not found: {cfg.superweights}")
     resolve_device(cfg.device)
 
-    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, **task.model_kwargs())
     positions = getattr(loaded.model.config, "max_position_embeddings", None) or getattr(
         loaded.model.config, "n_positions", None
     )
@@ -158,7 +162,7 @@ def plan_run(cfg: TrainConfig) -> Plan:
         pad = template.pad_id(loaded.tokenizer)
         blocks, scores = probe_blocks(cfg, loaded, dataset.rows, pad, count, targets)
         probe = {"steps": cfg.probe_steps, "scores": scores}
-    module_names = target_module_names(loaded.model, loaded.arch, blocks, targets)
+    module_names = target_module_names(loaded.model, loaded.arch, blocks, targets) if blocks else []
     protected = superweight_coordinates(cfg, loaded) if cfg.keep_superweights else ()
     heldout, _ = task.tokenize_all(loaded.tokenizer, template, task.heldout_samples(), cfg.data.max_length)
     resume_from = rundir.latest_checkpoint(run) if cfg.resume else None
