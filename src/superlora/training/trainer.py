@@ -226,9 +226,7 @@ def _train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None) -> dict:
             )
     if plan.loaded.head == "classifier":
         names = ", ".join(head_module_names(plan.loaded.model))
-        say(
-            f"new classification head ({names}, {len(plan.task.labels)} labels): trained whole, saved with the adapter"
-        )
+        say(f"new classification head ({names}, {len(plan.task.labels)} labels): trained whole, saved with the adapter")
     trainable, total = print_trainable(model)
     run_log = RunLog(run)
     extra: list[TrainerCallback] = []
