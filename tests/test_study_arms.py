@@ -141,3 +141,10 @@ def test_equal_time_arms_can_be_limited_to_some_seeds(tmp_path):
     (arm,) = equal_time_arms(study)
     assert arm == Arm("superweights@time", 2, "superweights-s2@time", 20)
     assert arm_train_config(study, arm, tmp_path / "r").optim.max_steps == 20
+
+
+def test_the_head_arm_trains_a_classifier_head_without_lora(tmp_path):
+    study = load_config(StudyConfig, None, ["arms=[base, head, all]", "train.task.name=sst2", "seeds=[7]"])
+    head = next(arm for arm in study_arms(study) if arm.kind == "head")
+    cfg = arm_train_config(study, head, tmp_path / "run")
+    assert (head.key, cfg.layers, cfg.seed) == ("head", "none", 7)

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 # kind -> what it is, for --help, the report and the README
 KINDS: dict[str, str] = {
-    "base": "the base model, no fine-tuning",
+    "base": "the base model, no fine-tuning (a classification task: its new, untrained head)",
+    "head": "a classification task's head alone, no LoRA (layers: none): what LoRA adds to it",
     "all": "LoRA in every block (the baseline)",
     "superweights": "LoRA only in the blocks that hold super weights",
     "superweights-matched": "the super-weight blocks at the rank (alpha/r kept) that gives the all-block arm's "
@@ -50,7 +51,7 @@ class Arm:
 
     @property
     def layers(self) -> str:
-        return "superweights" if self.base_kind == "superweights-matched" else self.base_kind
+        return {"superweights-matched": "superweights", "head": "none"}.get(self.base_kind, self.base_kind)
 
     @property
     def base_kind(self) -> str:

@@ -148,6 +148,12 @@ def findings(rows: list[dict], task: Task) -> list[str]:
             f"{sw['trainable_params'] / max(full['trainable_params'], 1):.1%} of the trainable parameters, "
             f"{sw['train_time_s'] / full['train_time_s']:.0%} of the training time."
         )
+    head = by_arm.get("head")
+    if head and full:
+        said.append(
+            f"LoRA in all blocks against the head alone (no LoRA): {key} {p.format(full[key])} vs "
+            f"{p.format(head[key])}, {full['trainable_params']:,} vs {head['trainable_params']:,} trainable parameters."
+        )
     same_size = [r for r in rows if r["arm"] in ("superweights", "random", "first", "last")]
     if sw and len(same_size) > 1:
         ranked = sorted(same_size, key=better, reverse=True)
