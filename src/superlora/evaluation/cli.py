@@ -164,7 +164,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     threads = set_decode_threads(cfg.threads)
     print(
-        f"decoding {len(items)} {cfg.split} items of task {task.name} (beam {decode.num_beams}, fp32, {threads})",
+        f"classifying {len(items)} {cfg.split} items of task {task.name} (fp32, {threads})"
+        if task.head == "classifier"
+        else f"decoding {len(items)} {cfg.split} items of task {task.name} (beam {decode.num_beams}, fp32, {threads})",
         flush=True,
     )
     loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, **task.model_kwargs())

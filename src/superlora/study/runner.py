@@ -107,7 +107,10 @@ def evaluate_arm(cfg: StudyConfig, arm: str, run: Path | None) -> dict:
     decode = e.decode.resolved(task.decode_defaults())
     template = open_run(run).template() if run is not None else task.template()  # as the arm was trained
     threads = set_decode_threads(e.threads)
-    _say(f"{arm}: decoding {len(items)} {e.split} items (beam {decode.num_beams}, fp32, {threads})")
+    if task.head == "classifier":
+        _say(f"{arm}: classifying {len(items)} {e.split} items (fp32, {threads})")
+    else:
+        _say(f"{arm}: decoding {len(items)} {e.split} items (beam {decode.num_beams}, fp32, {threads})")
     report, outputs = evaluate(
         task,
         model,

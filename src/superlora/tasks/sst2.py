@@ -189,7 +189,9 @@ class Sst2Task(Task):
         return values, lambda chosen: float(np.mean(chosen))
 
     def score_lines(self, scores: dict) -> list[str]:
-        return [*super().score_lines(scores), *confusion_table(scores["confusion"]).rstrip().splitlines()]
+        counts = scores["confusion"]
+        cells = ", ".join(f"{g}->{p} {counts[i][j]:,}" for i, g in enumerate(LABELS) for j, p in enumerate(LABELS))
+        return [*super().score_lines(scores), f"{'confusion':<14} {cells} (gold->predicted)"]
 
 
 def confusion_table(counts: list[list[int]]) -> str:
