@@ -243,3 +243,18 @@ def test_minilm_l6_loads_as_a_bert_encoder_with_a_new_head():
     trainable, total = model.get_nb_trainable_parameters()
     assert trainable == 6 * 2 * 8 * (384 + 384) + 384 * 2 + 2  # 74,498: LoRA on query and value, and the head
     assert total == 22_713_986 + trainable  # peft counts the head's trainable copy beside the original
+
+
+def test_the_bench_of_a_classifier_has_no_target_only_arms(tiny_model_dir, tmp_path):
+    """A classification head has no token logits: target-only logits cannot speed it up, so the bench leaves
+    those arms out, and its recipe arm trains the head on one label per row."""
+    from superlora.bench import runner
+
+    data = write_sst2(tmp_path / "sst2")
+    items = [f"model={tiny_model_dir('bert')}", "task.name=sst2", f"task.source={data}", "data.max_length=16"]
+    cfg = load_config(TrainConfig, None, [*items, "optim.batch_size=4"])
+    result = runner.bench(cfg, steps=2, repeats=1, warmup=1, keys=["recipe"], rss="inprocess")
+    assert [row["key"] for row in result["arms"]] == ["ref", "recipe"]
+    assert result["arms"][1]["tokens_per_s"] > 0
+    with pytest.raises(SuperloraError, match="unknown arm"):  # left out before anything runs
+        runner.bench(cfg, steps=1, repeats=1, warmup=0, keys=["target"], rss="inprocess")
