@@ -76,18 +76,38 @@ def _summary(cfg, task, report: dict, items: list, outputs: list[str]) -> str:
         if decode["num_beams"] == 1
         else f"beam {decode['num_beams']}, length penalty {decode['length_penalty']}"
     )
+    described = task.describe_evaluation(report["count"], cfg.split, DecodeConfig(**decode))
+    if task.head == "classifier":  # nothing is generated: no decoding settings to report
+        protocol = [f"{described}.", f"Classifying took {report['decode_seconds']:.0f} s."]
+    else:
+        protocol = [
+            f"{described}; {how}, no-repeat n-gram {decode['no_repeat_ngram_size']}, "
+            f"max {decode['max_new_tokens']} new tokens.",
+            f"Decoding took {report['decode_seconds']:.0f} s "
+            f"({report['decode_seconds'] / max(report['count'], 1):.2f} s/item).",
+        ]
     lines = [
         f"# {task.name} evaluation: {cfg.model}" + (f" + {cfg.adapter}" if cfg.adapter else ""),
         "",
-        f"{task.describe_evaluation(report['count'], cfg.split, DecodeConfig(**decode))}; {how}, "
-        f"no-repeat n-gram {decode['no_repeat_ngram_size']}, max {decode['max_new_tokens']} new tokens.",
-        f"Decoding took {report['decode_seconds']:.0f} s "
-        f"({report['decode_seconds'] / max(report['count'], 1):.2f} s/item).",
+        *protocol,
         "",
         "| metric | score |",
         "|---|---|",
     ]
     lines += [f"| {m.name} | {m.format(values.get(m.name))} |" for m in task.metrics]
+    if "confusion" in report:  # rows: gold label, columns: predicted
+        labels = report.get("labels", [])
+        lines += [
+            "",
+            "Confusion (rows: gold, columns: predicted):",
+            "",
+            "| gold \\ predicted | " + " | ".join(labels) + " |",
+        ]
+        lines += ["|---|" + "---|" * len(labels)]
+        lines += [
+            f"| {g} | " + " | ".join(f"{n:,}" for n in row) + " |"
+            for g, row in zip(labels, report["confusion"], strict=True)
+        ]
     lines += ["", "First outputs:", ""]
     lines += [
         f"- `{item.key[:200]}`  \n  {out[:400] or '(empty)'}"
@@ -196,7 +216,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         task, out, items, outputs, report, lambda public: {"summary.md": _summary(cfg, task, public, items, outputs)}
     )
     print("\n".join(task.score_lines(public)))
-    print(f"decoded {len(items)} items in {report['decode_seconds']:.1f} s; wrote {out}/scores.json, summary.md")
+    verb = "classified" if task.head == "classifier" else "decoded"
+    print(f"{verb} {len(items)} items in {report['decode_seconds']:.1f} s; wrote {out}/scores.json, summary.md")
     return 0
 
 
