@@ -89,7 +89,7 @@ def test_macro_f1_and_the_confusion_matrix_match_a_hand_count():
     assert macro_f1(counts) == pytest.approx((2 / 3 + 0.8) / 2)
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "llama"])
+@pytest.mark.parametrize("family", ["bert", "distilbert", "mpnet", "llama"])
 def test_a_lora_classifier_learns_and_its_saved_head_reproduces_its_predictions(
     family, tiny_model_dir, tmp_path, capsys
 ):
@@ -107,7 +107,12 @@ def test_a_lora_classifier_learns_and_its_saved_head_reproduces_its_predictions(
     from safetensors.torch import load_file
 
     saved = load_file(run / "adapter" / "adapter_model.safetensors")
-    heads = {"bert": ["classifier"], "distilbert": ["pre_classifier", "classifier"], "llama": ["score"]}[family]
+    heads = {
+        "bert": ["classifier"],
+        "distilbert": ["pre_classifier", "classifier"],
+        "mpnet": ["classifier"],
+        "llama": ["score"],
+    }[family]
     for head in heads:
         assert any(f".{head}." in key for key in saved), (head, list(saved)[:5])
     assert any("lora_A" in key for key in saved)
