@@ -54,8 +54,9 @@ def build_app(state: AppState) -> gr.Blocks:
                     chat.build(state)
                 with gr.Tab("Completion", id="complete", elem_id="tab-complete"):
                     complete.build(state)
-            with gr.Tab("Super-weight explorer", id="explorer", elem_id="tab-explorer"):
-                explorer.build(state)
+            if not state.classifier:  # it regenerates text to show the damage: not for a classification head
+                with gr.Tab("Super-weight explorer", id="explorer", elem_id="tab-explorer"):
+                    explorer.build(state)
             with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
                 runs.build(state, demo)
     demo.queue(max_size=state.limits.queue_size, default_concurrency_limit=state.limits.concurrency)
