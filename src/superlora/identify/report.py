@@ -89,14 +89,8 @@ def format_table(report: dict) -> str:
             f"(x{ppl['ppl_all_proven_zeroed'] / ppl['ppl_base']:.1f}); same number of random weights zeroed: "
             f"{ppl['ppl_same_count_random_zeroed']:.2f} (x{ppl['ppl_same_count_random_zeroed'] / ppl['ppl_base']:.3f})"
         )
-    elif rows:
-        lines.append("  no candidate passed the ablation proof: no super weight found by this method")
     else:
-        st = report["settings"]
-        lines.append(
-            f"  no MLP-projection spike above |out| > {st['abs_threshold']:g} and > {st['median_ratio']:g}x the "
-            "block median recurred across prompts: no super weight found by this method"
-        )
+        lines.append(none_found(report, rows))
     if report.get("residual_stream"):
         peak = max(report["residual_stream"], key=lambda r: r["max_abs"])
         lines.append(
@@ -132,12 +126,17 @@ def format_encoder_table(report: dict) -> str:
             f"  all {len(report['super_weights'])} proven zeroed: {summary['distortion_all_proven_zeroed']:.4f}; "
             f"same number of random weights zeroed: {summary['distortion_same_count_random_zeroed']:.4f}"
         )
-    elif rows:
-        lines.append("  no candidate passed the ablation proof: no super weight found by this method")
     else:
-        st = report["settings"]
-        lines.append(
-            f"  no MLP-projection spike above |out| > {st['abs_threshold']:g} and > {st['median_ratio']:g}x the "
-            "block median recurred across prompts: no super weight found by this method"
-        )
+        lines.append(none_found(report, rows))
     return "\n".join(lines)
+
+
+def none_found(report: dict, rows: list) -> str:
+    """The line that says no super weight was found, and at which step."""
+    if rows:
+        return "  no candidate passed the ablation proof: no super weight found by this method"
+    st = report["settings"]
+    return (
+        f"  no MLP-projection spike above |out| > {st['abs_threshold']:g} and > {st['median_ratio']:g}x the "
+        "block median recurred across prompts: no super weight found by this method"
+    )

@@ -25,9 +25,11 @@ from superlora.data.shapes import Completion, Conversation, Message, Sample
 from superlora.data.templates import ChatTemplate, CompletionTemplate, Template
 from superlora.errors import SuperloraError
 from superlora.tasks.base import EvalItem, Metric, ScoreOptions, Task
+from superlora.tasks.files import SplitFiles
 
 DIALOGSUM_DIR_ENV = "SUPERLORA_DIALOGSUM_DIR"
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
+FILES = SplitFiles("DialogSum", DIALOGSUM_DIR_ENV, SPLITS, ".jsonl")
 ROUGE_TYPES: tuple[str, ...] = ("rouge1", "rouge2", "rougeL")
 INSTRUCTION = "Summarize the following dialogue."
 # Plain prompt: the template owns the instruction, so run.json records it and evaluate prompts the same way.
@@ -61,18 +63,6 @@ class Dialogue:
     summaries: tuple[str, ...]
 
 
-def data_dir(source: str | None) -> tuple[Path, str]:
-    """The data folder and where it was named (for messages): ``task.source``, else the environment."""
-    if source is not None:
-        return Path(source).expanduser(), "task.source"
-    if os.environ.get(DIALOGSUM_DIR_ENV):
-        return Path(os.environ[DIALOGSUM_DIR_ENV]).expanduser(), f"${DIALOGSUM_DIR_ENV}"
-    raise SuperloraError(
-        f"task.source: name the DialogSum data folder (task.source=DIR, holding train.jsonl, validation.jsonl "
-        f"and test.jsonl) or set {DIALOGSUM_DIR_ENV}"
-    )
-
-
 def _text(row: dict, key: str, where: str) -> str:
     value = row.get(key)
     if not isinstance(value, str):
@@ -96,14 +86,7 @@ def _dialogue(row: Any, where: str, n: int) -> Dialogue:
 
 def load_split(split: str, source: str | None) -> list[Dialogue]:
     """Every row of one split, validated: a missing file or an empty dialogue or summary is one line."""
-    if split not in SPLITS:
-        raise SuperloraError(f"unknown DialogSum split {split!r}; choose {', '.join(SPLITS)}")
-    root, named = data_dir(source)
-    if not root.is_dir():
-        raise SuperloraError(f"{named}: DialogSum data folder not found: {root}")
-    path = root / f"{split}.jsonl"
-    if not path.is_file():
-        raise SuperloraError(f"DialogSum {split} file not found: {path}")
+    path = FILES.file(split, source)
     rows = [_dialogue(row, where, n) for n, (where, row) in enumerate(read_rows(path), start=1)]
     if not rows:
         raise SuperloraError(f"{path}: no rows")
@@ -151,9 +134,7 @@ class DialogSumTask(Task):
 
     # -- data --------------------------------------------------------------------------------------------
     def check(self) -> None:
-        root, named = data_dir(self.cfg.source)
-        if not root.is_dir():
-            raise SuperloraError(f"{named}: DialogSum data folder not found: {root}")
+        FILES.folder(self.cfg.source)
 
     def template(self) -> Template:
         if self.cfg.chat_template is False:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,6 +22,7 @@ from superlora.data.shapes import Labeled, Sample
 from superlora.data.templates import LabelTemplate, Template
 from superlora.errors import SuperloraError
 from superlora.tasks.base import EvalItem, Metric, ScoreOptions, Task
+from superlora.tasks.files import SplitFiles
 
 if TYPE_CHECKING:
     from superlora.evaluation.decode import DecodeConfig
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 SST2_DIR_ENV = "SUPERLORA_SST2_DIR"
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 LABELS: tuple[str, ...] = ("negative", "positive")
+FILES = SplitFiles("SST-2", SST2_DIR_ENV, SPLITS, ".tsv")
 
 
 @dataclass
@@ -40,28 +41,9 @@ class Sst2Config:
     source: str | None = None  # folder holding train/validation/test.tsv; None: $SUPERLORA_SST2_DIR
 
 
-def data_dir(source: str | None) -> tuple[Path, str]:
-    """The data folder and where it was named (for messages): ``task.source``, else the environment."""
-    if source is not None:
-        return Path(source).expanduser(), "task.source"
-    if os.environ.get(SST2_DIR_ENV):
-        return Path(os.environ[SST2_DIR_ENV]).expanduser(), f"${SST2_DIR_ENV}"
-    raise SuperloraError(
-        f"task.source: name the SST-2 data folder (task.source=DIR, holding train.tsv, validation.tsv and "
-        f"test.tsv) or set {SST2_DIR_ENV}"
-    )
-
-
 def load_split(split: str, source: str | None) -> list[Labeled]:
     """Every row of one split, validated: a missing file, an empty text or a label outside 0/1 is one line."""
-    if split not in SPLITS:
-        raise SuperloraError(f"unknown SST-2 split {split!r}; choose {', '.join(SPLITS)}")
-    root, named = data_dir(source)
-    if not root.is_dir():
-        raise SuperloraError(f"{named}: SST-2 data folder not found: {root}")
-    path = root / f"{split}.tsv"
-    if not path.is_file():
-        raise SuperloraError(f"SST-2 {split} file not found: {path}")
+    path = FILES.file(split, source)
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
