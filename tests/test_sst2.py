@@ -168,6 +168,21 @@ def test_a_classifier_merge_keeps_the_trained_head(tiny_model_dir, tmp_path):
         torch.testing.assert_close(merged(input_ids=ids).logits, tuned(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
 
 
+def test_a_classifier_exports_as_safetensors_and_gguf_is_one_line(tiny_model_dir, tmp_path, capsys):
+    from transformers import AutoModelForSequenceClassification
+
+    from superlora.training.trainer import train
+
+    model_dir, data = tiny_model_dir("bert"), write_sst2(tmp_path / "sst2")
+    run = tmp_path / "run"
+    train(load_config(TrainConfig, None, classifier_args(model_dir, data, run, **{"optim.max_steps": 2})))
+    assert main(["export", str(run), "--format", "gguf", "--out", str(tmp_path / "g")]) == 2
+    assert "classification head" in capsys.readouterr().err and not (tmp_path / "g").exists()
+    assert main(["export", str(run), "--format", "safetensors", "--out", str(tmp_path / "s")]) == 0
+    exported = AutoModelForSequenceClassification.from_pretrained(tmp_path / "s")
+    assert exported.config.num_labels == 2 and type(exported).__name__ == "BertForSequenceClassification"
+
+
 def test_an_overlong_text_is_cut_keeping_its_closing_token_and_counted(tmp_path, capsys):
     from transformers import BertTokenizerFast
 

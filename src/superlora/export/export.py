@@ -69,6 +69,11 @@ def plan(
     default = f"export-{fmt}" + (f"-{dtype}" if fmt == "gguf" else "")
     out = Path(out) if out is not None else run / default
     check_new_out(out)
+    if fmt == "gguf" and (folder.meta or {}).get("head") == "classifier":
+        raise SuperloraError(
+            "GGUF holds causal language models (llama.cpp); this run trained a classification head: "
+            "export --format safetensors instead"
+        )
     if fmt == "space":
         from superlora.export import space
 
