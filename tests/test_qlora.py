@@ -229,3 +229,20 @@ def test_keep_superweights_without_a_quantised_base_is_one_line(tiny_model_dir, 
     err = [line for line in capsys.readouterr().err.strip().splitlines() if "model shards" not in line]
     assert len(err) == 1 and "quantize" in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_app_serves_a_qlora_adapter_and_its_explorer_refuses_4bit_weights(tiny_model_dir, base_args):
+    """Serving rebuilds the quantised base; zeroing one weight of it is refused in one line (4-bit codes)."""
+    pytest.importorskip("gradio")
+    import superlora.app.ui  # noqa: F401  (the offline environment, before Gradio loads)
+    from superlora.app.generate import explore
+    from superlora.app.limits import InputError
+    from superlora.app.state import AppState
+    from superlora.training.trainer import train
+
+    model_dir = tiny_model_dir("llama")
+    items = base_args(model_dir, quantize="nf4", **{"optim.max_steps": 2})
+    train(train_cfg(items))
+    state = AppState.load(str(model_dir), [train_cfg(items).output_dir])
+    with pytest.raises(InputError, match="quantised \\(nf4"):
+        explore(state, "the capital of france", "1:5:7", 0.0, 4, "run")
