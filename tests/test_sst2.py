@@ -278,3 +278,20 @@ def test_the_bench_of_a_classifier_has_no_target_only_arms(tiny_model_dir, tmp_p
     assert result["arms"][1]["tokens_per_s"] > 0
     with pytest.raises(SuperloraError, match="unknown arm"):  # left out before anything runs
         runner.bench(cfg, steps=1, repeats=1, warmup=0, keys=["target"], rss="inprocess")
+
+
+@pytest.mark.parametrize("family", ["llama", "bert"])
+def test_a_classifier_gives_each_text_the_same_answer_alone_or_padded_in_a_batch(family, tiny_model_dir):
+    """A decoder's head reads the last token that is not padding (its config's pad id is the one batches are
+    padded with); an encoder's reads [CLS] under the attention mask. Either way padding changes nothing."""
+    from superlora.data.templates import LabelTemplate
+    from superlora.evaluation.classify import classify
+    from superlora.models import load_model
+
+    loaded = load_model(str(tiny_model_dir(family)), head="classifier")
+    texts = ["the food is cheap", "the restaurant near paris is the capital of france and the food is cheap"]
+    template = LabelTemplate()
+    assert loaded.model.config.pad_token_id == template.pad_id(loaded.tokenizer) or family == "bert"
+    _, together = classify(loaded.model, loaded.tokenizer, texts, template, batch_size=2)
+    alone = [classify(loaded.model, loaded.tokenizer, [t], template, batch_size=1)[1][0] for t in texts]
+    torch.testing.assert_close(torch.tensor(together), torch.tensor(alone), rtol=1e-4, atol=1e-5)
