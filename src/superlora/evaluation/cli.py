@@ -71,18 +71,13 @@ def _default_out(cfg) -> Path:
 def _summary(cfg, task, report: dict, items: list, outputs: list[str]) -> str:
     decode = report["decode"]
     values = task.values(report)
-    how = (
-        "greedy"
-        if decode["num_beams"] == 1
-        else f"beam {decode['num_beams']}, length penalty {decode['length_penalty']}"
-    )
     described = task.describe_evaluation(report["count"], cfg.split, DecodeConfig(**decode))
     if task.head == "classifier":  # nothing is generated: no decoding settings to report
         protocol = [f"{described}.", f"Classifying took {report['decode_seconds']:.0f} s."]
     else:
-        protocol = [
-            f"{described}; {how}, no-repeat n-gram {decode['no_repeat_ngram_size']}, "
-            f"max {decode['max_new_tokens']} new tokens.",
+        penalty = f", length penalty {decode['length_penalty']}" if decode["num_beams"] > 1 else ""
+        protocol = [  # the task's phrase names the search and the token budget; the rest of the settings here
+            f"{described}{penalty}, no-repeat n-gram {decode['no_repeat_ngram_size']}.",
             f"Decoding took {report['decode_seconds']:.0f} s "
             f"({report['decode_seconds'] / max(report['count'], 1):.2f} s/item).",
         ]
