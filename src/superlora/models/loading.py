@@ -50,7 +50,7 @@ def is_encoder(config) -> bool:
 @dataclass
 class LoadedModel:
     """A model with its tokenizer and the architecture facts later stages rely on: a causal LM (``head``
-    "lm"), a bare encoder (``encoder``, head "lm": no generation), or either with a new classification head."""
+    "lm"), a bare encoder (head "lm", ``is_encoder``: no generation), or either with a new classification head."""
 
     model: nn.Module
     tokenizer: object
@@ -58,7 +58,6 @@ class LoadedModel:
     name: str  # the reference the user gave
     source: str  # where the weights were read from
     head: Head = "lm"
-    encoder: bool = False
 
 
 def _hub_offline() -> bool:
@@ -237,5 +236,4 @@ def load_model(
         name=ref,
         source=weights,
         head=head,
-        encoder=is_encoder(model.config),
     )
