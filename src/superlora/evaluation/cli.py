@@ -75,9 +75,13 @@ def _summary(cfg, task, report: dict, items: list, outputs: list[str]) -> str:
     if task.head == "classifier":  # nothing is generated: no decoding settings to report
         protocol = [f"{described}.", f"Classifying took {report['decode_seconds']:.0f} s."]
     else:
-        penalty = f", length penalty {decode['length_penalty']}" if decode["num_beams"] > 1 else ""
-        protocol = [  # the task's phrase names the search and the token budget; the rest of the settings here
-            f"{described}{penalty}, no-repeat n-gram {decode['no_repeat_ngram_size']}.",
+        settings = {"no-repeat n-gram": decode["no_repeat_ngram_size"]}
+        if decode["num_beams"] > 1:
+            settings = {"length penalty": decode["length_penalty"], **settings}
+        # the task's phrase names the search and the token budget (E2E's more); the settings it leaves out here
+        rest = "".join(f", {name} {value:g}" for name, value in settings.items() if name not in described)
+        protocol = [
+            f"{described}{rest}.",
             f"Decoding took {report['decode_seconds']:.0f} s "
             f"({report['decode_seconds'] / max(report['count'], 1):.2f} s/item).",
         ]
