@@ -302,9 +302,22 @@ def test_an_unknown_split_is_one_line(tmp_path):
 # End to end on a tiny model
 
 
-def test_a_tiny_run_on_real_dialogues_trains_and_evaluates_rouge(dialogsum_dir, tmp_path, capsys):
-    """Train a tiny random Llama on 16 real dialogues (cut to 64 tokens), then `evaluate` the adapter with no
-    flag but the run: it is prompted as trained and scored with ROUGE-1/2/L against the three test references."""
+def _has_bitsandbytes() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+@pytest.mark.parametrize(
+    "quantize",
+    ["null", pytest.param("nf4", marks=pytest.mark.skipif(not _has_bitsandbytes(), reason="needs bitsandbytes"))],
+)
+def test_a_tiny_run_on_real_dialogues_trains_evaluates_rouge_and_completes_in_the_app(
+    quantize, dialogsum_dir, tmp_path, capsys
+):
+    """Train a tiny random Llama (on an NF4 base too: QLoRA) on 16 real dialogues (cut to 64 tokens), then
+    `evaluate` the adapter with no flag but the run: it is prompted as trained and scored with ROUGE-1/2/L
+    against the three test references. The app's Completion tab summarises through the run's template."""
     from superlora.training.rundir import read_log
     from superlora.training.trainer import train
 
@@ -327,6 +340,7 @@ def test_a_tiny_run_on_real_dialogues_trains_and_evaluates_rouge(dialogsum_dir, 
         "speed.bf16": "false",
         "speed.threads": 1,
         "output_dir": run,
+        "quantize": quantize,
     }
     train(load_config(TrainConfig, None, [f"{k}={v}" for k, v in args.items()]))
     out = capsys.readouterr().out
@@ -344,3 +358,14 @@ def test_a_tiny_run_on_real_dialogues_trains_and_evaluates_rouge(dialogsum_dir, 
     records = [json.loads(line) for line in (report / "outputs.jsonl").read_text().splitlines()]
     assert [r["fname"] for r in records] == ["test_0", "test_1", "test_2"]
     assert all(r["references"] == 3 for r in records)
+    if quantize != "null":
+        assert meta["quantized"]["method"] == quantize and meta["quantized"]["layers"] > 0
+
+    pytest.importorskip("gradio")
+    import superlora.app.ui  # noqa: F401  (the offline environment before Gradio loads)
+    from superlora.app.generate import complete
+    from superlora.app.state import BASE, AppState
+
+    state = AppState.load(str(model), [str(run)])
+    done = {r.target: r for r in complete(state, "#Person1#: Hi.\n#Person2#: Hello.", [BASE, "run"], 1, 4)}
+    assert done["run"].prompt_format == meta["template"]["prompt_format"] and done[BASE].prompt_format == "{prompt}"
