@@ -113,6 +113,8 @@ def markdown_table(rows: list[dict], task: Task) -> str:
     cells = [_cells(r, task.metrics) for r in rows]
     if not cells:
         return "(no finished arms)"
+    if all(c["time vs all"] == "-" for c in cells):  # no side-by-side step times (a study without equal time)
+        cells = [{k: v for k, v in c.items() if k != "time vs all"} for c in cells]
     head = list(cells[0])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(c.values()) + " |" for c in cells]

@@ -95,8 +95,10 @@ def markdown_comparisons(results: list[dict], task: Task, items: int | str) -> s
 def markdown_seed_summary(summary: list[dict], task: Task) -> str:
     """Mean ± std over seeds per kind of arm."""
     p, s = task.primary, task.secondary
-    head = f"| arm | seeds | trainable params | train time | time vs all | {p.name} | {s.name} |"
-    lines = [head, "|---|---|---|---|---|---|---|"]
+    relative = any(e.get("relative_time") is not None for e in summary)  # only with side-by-side step times
+    extra = " time vs all |" if relative else ""
+    head = f"| arm | seeds | trainable params | train time |{extra} {p.name} | {s.name} |"
+    lines = [head, "|---|---|---|---|" + ("---|" if relative else "") + "---|---|"]
     for e in summary:
         cells = []
         for m in (p, s):
@@ -104,8 +106,8 @@ def markdown_seed_summary(summary: list[dict], task: Task) -> str:
             cells.append("-" if value is None else m.format(value) + (f" ± {m.format(std)}" if std is not None else ""))
         minutes = f"{e['train_time_s'] / 60:.1f} min" if e["train_time_s"] else "-"
         params = f"{e['trainable_params']:,}"
-        relative = f"{e['relative_time']:.2f}" if e.get("relative_time") is not None else "-"
-        lines.append(f"| {e['kind']} | {e['seeds']} | {params} | {minutes} | {relative} | {cells[0]} | {cells[1]} |")
+        ratio = (f" {e['relative_time']:.2f} |" if e.get("relative_time") is not None else " - |") if relative else ""
+        lines.append(f"| {e['kind']} | {e['seeds']} | {params} | {minutes} |{ratio} {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
