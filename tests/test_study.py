@@ -134,6 +134,13 @@ def test_one_process_per_seed_splits_a_study_and_the_last_reports_every_arm(stud
     out = Path(cfg.out) / "arms"
     run_study(dataclasses.replace(cfg, only_seeds=[2]))
     assert sorted(p.name for p in out.iterdir()) == ["all-s2", "base"]
+    from superlora.cli import main
+
+    same = {"arms": "[base, all]", "seeds": "[1, 2]", "out": cfg.out, "readme": cfg.readme}
+    same |= {"train.model": cfg.train.model, "train.task.source": cfg.train.task.source}
+    assert main(["study", *(f"{k}={v}" for k, v in same.items()), "--report-only"]) == 0  # trains nothing
+    assert sorted(p.name for p in out.iterdir()) == ["all-s2", "base"]
+    assert [r["arm"] for r in json.loads((Path(cfg.out) / "study.json").read_text())["arms"]] == ["base", "all-s2"]
     report = run_study(dataclasses.replace(cfg, only_seeds=[1]))
     assert [r["arm"] for r in report["arms"]] == ["base", "all-s1", "all-s2"]
 

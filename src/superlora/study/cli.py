@@ -11,6 +11,7 @@ EPILOG = """examples:
   superlora study configs/study.yaml train.optim.max_steps=50 eval.limit=20 out=/tmp/s runs_dir=/tmp/r
   superlora study configs/study.yaml arms='[base, superweights]'
   superlora study configs/study-sst2.yaml train.task.source=../shared/data/sst2 only_seeds='[43]'  # one seed's arms
+  superlora study configs/study-sst2.yaml train.task.source=../shared/data/sst2 --report-only  # tables of what is done
 
 Arms (study.arms.KINDS): base (no fine-tuning), head (a classifier's head alone), all (every block), superweights
 (the super-weight blocks), superweights-matched, above, avoid, probe, and the controls random / first / last (as many
@@ -25,7 +26,13 @@ def run(args: argparse.Namespace) -> int:
     from superlora.study.runner import run_study
 
     recipe, overrides = split_recipe(args.items)
-    run_study(load_config(StudyConfig, recipe, overrides))
+    cfg = load_config(StudyConfig, recipe, overrides)
+    if args.report_only:
+        from superlora.study.report import write_report
+
+        write_report(cfg)
+    else:
+        run_study(cfg)
     return 0
 
 
@@ -39,4 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
     )
     add_recipe_argument(parser, "the study recipe YAML and/or overrides (dotted: train.optim.max_steps=50)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the tables, plots and README section from the arms finished so far; train nothing",
+    )
     parser.set_defaults(func=run)
