@@ -126,6 +126,18 @@ def test_a_study_with_seeds_reports_mean_std_and_paired_bootstrap_tests(study_cf
     assert said.strip().startswith("**LoRA only in the super-weight blocks") and "2 seeds" in said
 
 
+def test_one_process_per_seed_splits_a_study_and_the_last_reports_every_arm(study_cfg):
+    """only_seeds: each process trains its seeds' arms (the base once); the report covers all that is there."""
+    import dataclasses
+
+    cfg = dataclasses.replace(study_cfg, arms=["base", "all"], seeds=[1, 2])
+    out = Path(cfg.out) / "arms"
+    run_study(dataclasses.replace(cfg, only_seeds=[2]))
+    assert sorted(p.name for p in out.iterdir()) == ["all-s2", "base"]
+    report = run_study(dataclasses.replace(cfg, only_seeds=[1]))
+    assert [r["arm"] for r in report["arms"]] == ["base", "all-s1", "all-s2"]
+
+
 def test_equal_time_arms_drift_and_per_arm_commits(study_cfg, tmp_path):
     """equal_time: superweights again with the all-block arm's training time; drift: the merged models
     identified again; commit: each scored arm is a git commit, so a fresh clone resumes from it."""

@@ -82,6 +82,7 @@ def test_a_one_seed_study_keeps_the_arm_names_of_the_committed_results():
         ("seeds=[1, 1]", "give distinct seeds"),
         ("seeds=[-1]", "seeds must be >= 0"),
         ("arms=[middle]", "unknown middle"),
+        ("only_seeds=[9]", "are not all among the study's seeds"),
     ],
 )
 def test_bad_seeds_and_arms_are_one_line(override, message):

@@ -358,6 +358,34 @@ def test_block_index_out_of_range(tiny_model_dir, base_args, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "text, needle",
+    [("{not json", "not an identify report"), ('{"super_weights": [{"proven": true}]}', "not an identify report")],
+)
+def test_a_superweights_file_that_is_not_a_report_is_one_line(
+    text, needle, tiny_model_dir, base_args, tmp_path, capsys
+):  # noqa: E501
+    sw = tmp_path / "sw.json"
+    sw.write_text(text)
+    for extra in (["layers=superweights"], ["quantize=nf4", "keep_superweights=true"]):
+        err = fails(capsys, "train", *base_args(tiny_model_dir("llama")), *extra, f"superweights={sw}")
+        assert needle in err and str(sw) in err
+        assert not (tmp_path / "run").exists()
+
+
+def test_only_proven_entries_count_and_an_entry_without_the_flag_is_proven(tmp_path):
+    from superlora.identify.records import proven_blocks, proven_coordinates
+
+    sw = tmp_path / "sw.json"
+    entries = [
+        {"block": 2, "out_channel": 5, "in_channel": 7},
+        {"block": 1, "out_channel": 3, "in_channel": 4, "proven": False},
+        {"block": 0, "out_channel": 1, "in_channel": 2, "proven": True, "coordinate": "0:1:2"},
+    ]
+    sw.write_text(json.dumps({"super_weights": entries}))
+    assert proven_blocks(sw)[0] == [0, 2] and proven_coordinates(sw) == ("2:5:7", "0:1:2")
+
+
 def test_missing_data_path(tiny_model_dir, base_args, tmp_path, capsys):
     err = fails(capsys, "train", *base_args(tiny_model_dir("llama"), **{"task.source": tmp_path / "nowhere"}))
     assert "data folder not found" in err

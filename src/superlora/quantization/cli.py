@@ -4,7 +4,6 @@ weights kept in full precision."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from superlora.errors import SuperloraError
@@ -40,11 +39,9 @@ def parse_blocks(text: str) -> list[int]:
 def proven_superweights(path: Path) -> list[str]:
     if not path.is_file():
         raise SuperloraError(f"--keep-superweights: no identify report at {path} (run `superlora identify` first)")
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-        return [w["coordinate"] for w in report.get("super_weights", []) if w.get("proven", True)]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise SuperloraError(f"--superweights {path}: not an identify report") from None
+    from superlora.identify.records import proven_coordinates
+
+    return list(proven_coordinates(path))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -106,8 +106,9 @@ def equal_time_arms(cfg: StudyConfig) -> list[Arm]:
 
 def superweight_block_count(path: str | Path) -> tuple[int, int]:
     """(super-weight blocks, blocks of the model) from an ``identify`` report."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    blocks = {int(w["block"]) for w in data["super_weights"] if w.get("proven", True)}
+    from superlora.identify.records import proven_blocks  # (the identify package imports torch)
+
+    blocks, data = proven_blocks(path)
     total = (data.get("architecture") or {}).get("num_blocks")
     if not blocks or not total:
         raise SuperloraError(f"{path}: needs proven super weights and architecture.num_blocks for a matched arm")

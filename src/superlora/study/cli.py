@@ -10,11 +10,13 @@ EPILOG = """examples:
   superlora study configs/study.yaml                          # the committed study (writes results/study-oneseed)
   superlora study configs/study.yaml train.optim.max_steps=50 eval.limit=20 out=/tmp/s runs_dir=/tmp/r
   superlora study configs/study.yaml arms='[base, superweights]'
+  superlora study configs/study-sst2.yaml train.task.source=../shared/data/sst2 only_seeds='[43]'  # one seed's arms
 
-Arms: base (no fine-tuning), all (every block), superweights (the super-weight blocks) and the
-controls random / first / last (same number of blocks as superweights). Every arm shares the
-`train:` recipe except `layers`. Re-running the same command skips finished arms and resumes a
-half-trained one from its last checkpoint."""
+Arms (study.arms.KINDS): base (no fine-tuning), head (a classifier's head alone), all (every block), superweights
+(the super-weight blocks), superweights-matched, above, avoid, probe, and the controls random / first / last (as many
+blocks as superweights). Every arm shares the `train:` recipe (any task: e2e, sst2, dialogsum, chat) except where
+the adapters go. Re-running the same command skips finished arms and resumes a half-trained one from its last
+checkpoint; `only_seeds` splits a study over cores or machines, one process per seed."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,9 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_verb(
         subparsers,
         "study",
-        help="base vs all-layer vs super-weight-layer LoRA vs controls on E2E, with tables and plots",
-        description="Train every arm with the same data, steps and seed, evaluate each on the E2E test set "
-        "(five metrics + slot error rate), and write results/ plus the README's results section.",
+        help="base vs all-layer vs super-weight-layer LoRA vs controls on a task, with tables and plots",
+        description="Train every arm with the same data, steps and seeds, evaluate each with the task's metrics "
+        "(E2E: five metrics + slot error rate), test the differences, and write results/ plus the README's section.",
         epilog=EPILOG,
     )
     add_recipe_argument(parser, "the study recipe YAML and/or overrides (dotted: train.optim.max_steps=50)")

@@ -54,6 +54,9 @@ class StudyConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     arms: list[str] = field(default_factory=lambda: list(ARMS))
     seeds: list[int] | None = None  # each trained arm once per seed (random: a new draw of blocks); None: train.seed
+    # this process trains only these seeds' arms (and base): a study split over cores or machines, one process per
+    # seed, each committing its arms; any later run writes the report over every arm that is there
+    only_seeds: list[int] | None = None
     # every trained arm again with the all-block arm's training time (more steps); a list: for those seeds only
     equal_time: bool | list[int] = False
     step_timing: StepTimingConfig = field(default_factory=StepTimingConfig)  # the equal-time arms' step counts
@@ -84,5 +87,7 @@ class StudyConfig:
             raise ValueError("arms: name at least one arm")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"seeds: give distinct seeds (or null for train.seed), got {self.seeds}")
+        if self.only_seeds is not None and not set(self.only_seeds) <= set(self.seeds or [self.train.seed]):
+            raise ValueError(f"only_seeds: {self.only_seeds} are not all among the study's seeds {self.seeds}")
         if any(s < 0 for s in self.seeds or []):
             raise ValueError(f"seeds must be >= 0, got {self.seeds}")

@@ -150,8 +150,13 @@ def identify_once(cfg: StudyConfig) -> StudyConfig:
 def _arms_to_train(cfg: StudyConfig) -> list[str]:
     """The keys of the arms this run may still train: not ``base``, not already scored."""
     arms = Path(cfg.out) / "arms"
-    every = [*study_arms(cfg), *equal_time_arms(cfg)]
+    every = [a for a in [*study_arms(cfg), *equal_time_arms(cfg)] if mine(cfg, a)]
     return [a.key for a in every if a.kind != "base" and not (arms / a.key / "scores.json").is_file()]
+
+
+def mine(cfg: StudyConfig, arm: Arm) -> bool:
+    """Whether this process trains ``arm``: every arm, or with ``only_seeds`` those seeds' arms and the base."""
+    return cfg.only_seeds is None or arm.seed is None or arm.seed in cfg.only_seeds
 
 
 def run_arm(cfg: StudyConfig, arm: Arm, task) -> None:
@@ -233,11 +238,13 @@ def run_study(cfg: StudyConfig) -> dict:
     task = get_task(cfg.train.task)
     task.check()
     for arm in study_arms(cfg):
-        run_arm(cfg, arm, task)
+        if mine(cfg, arm):
+            run_arm(cfg, arm, task)
     if cfg.equal_time:
         measure_once(cfg)
     for arm in equal_time_arms(cfg):  # known once the side-by-side step times are measured
-        run_arm(cfg, arm, task)
+        if mine(cfg, arm):
+            run_arm(cfg, arm, task)
     report = write_report(cfg)
     _say(f"finished in {time.perf_counter() - started:.0f} s; results in {out}")
     return report

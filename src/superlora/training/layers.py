@@ -8,7 +8,6 @@ is resolved to explicit full module names, so peft cannot silently adapt anythin
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from superlora.errors import SuperloraError
+from superlora.identify.records import proven_blocks, proven_coordinates
 
 if TYPE_CHECKING:
     from superlora.models import ArchFacts, LoadedModel
@@ -25,17 +25,7 @@ if TYPE_CHECKING:
 
 def read_superweight_blocks(path: str | Path, num_blocks: int) -> list[int]:
     """Sorted distinct block indices listed in a ``superweights.json`` (from ``superlora identify``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SuperloraError(f"superweights file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        entries = data["super_weights"]
-        blocks = sorted({int(entry["block"]) for entry in entries if entry.get("proven", True)})
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SuperloraError(
-            f"{path}: not a superweights file (expected {{'super_weights': [{{'block': int, ...}}]}}; {exc!r})"
-        ) from None
+    blocks, _ = proven_blocks(path)
     if not blocks:
         raise SuperloraError(f"{path}: lists no super weights, so there are no blocks to train")
     check_blocks(blocks, num_blocks, where=str(path))
@@ -46,15 +36,7 @@ def superweight_coordinates(cfg: TrainConfig, loaded: LoadedModel) -> tuple[str,
     """The proven super weights as "block:out:in" (from ``cfg.superweights``, or identified now): what a
     ``keep_superweights`` base holds in full precision."""
     if cfg.superweights:
-        try:
-            data = json.loads(Path(cfg.superweights).read_text(encoding="utf-8"))
-            coords = tuple(
-                e.get("coordinate") or f"{e['block']}:{e['out_channel']}:{e['in_channel']}"
-                for e in data["super_weights"]
-                if e.get("proven", True)
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise SuperloraError(f"{cfg.superweights}: no super-weight coordinates in it ({exc!r})") from None
+        coords = proven_coordinates(cfg.superweights)
     else:
         from superlora.identify import find_super_weights
 
