@@ -88,7 +88,9 @@ def relative_time(steps: int | None, reference_steps: int | None, ratio: float |
 def _blocks(row: dict) -> str:
     if row["blocks"] is None:
         return "-"
-    return f"all {len(row['blocks'])}" if row["arm"] == "all" else ", ".join(map(str, row["blocks"]))
+    if not row["blocks"]:  # the head alone
+        return "none"
+    return f"all {len(row['blocks'])}" if row.get("kind", row["arm"]) == "all" else ", ".join(map(str, row["blocks"]))
 
 
 def _cells(r: dict, metrics: tuple[Metric, ...]) -> dict[str, str]:
@@ -297,7 +299,7 @@ def write_report(cfg: StudyConfig) -> dict:
     tables = [markdown_table(rows, task)]
     if any(e["seeds"] > 1 for e in summary):
         tables.append(markdown_seed_summary(summary, task))
-    tables.append(markdown_comparisons(comparisons, task, items))
+    tables.append(markdown_comparisons(comparisons, task, items, cfg.eval.split))
     drift = {key: d for key in (r["arm"] for r in rows) if (d := _read(out / "arms" / key / "drift.json"))}
     if drift:
         report["drift"] = drift

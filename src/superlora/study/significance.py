@@ -72,13 +72,13 @@ def compare_arms(cfg: StudyConfig, task: Task) -> list[dict]:
     return results
 
 
-def markdown_comparisons(results: list[dict], task: Task, items: int | str) -> str:
+def markdown_comparisons(results: list[dict], task: Task, items: int | str, split: str = "test") -> str:
     """The comparisons as a markdown table."""
     if not results:
         return "(no pair of arms to compare)"
     name = task.primary.name
     lines = [
-        f"Differences in {name} (paired bootstrap over the {items} test items, {RESAMPLES:,} resamples; each side "
+        f"Differences in {name} (paired bootstrap over the {items} {split} items, {RESAMPLES:,} resamples; each side "
         "the mean over its seeds):",
         "",
         f"| arm | against | seeds | Δ {name} | 95% interval | p |",
