@@ -44,6 +44,7 @@ def test_evaluate_writes_outputs_scores_and_summary(tiny_model_dir, e2e_dir, tmp
     assert report["decode_seconds"] > 0
     summary = (tmp_path / "eval" / "summary.md").read_text()
     assert "| BLEU |" in summary and "3 original test MRs" in summary and "| SER |" in summary
+    assert summary.count("length penalty 0.9") == 1 and summary.count("no-repeat n-gram 4") == 1  # said once
     assert (tmp_path / "eval" / "slot_errors.tsv").is_file()
 
     # The written TSV is a valid challenge file: the score verb reads it back.

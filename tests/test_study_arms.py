@@ -129,15 +129,28 @@ def test_a_run_recorded_before_a_new_setting_existed_still_resumes(tiny_model_di
     assert train(load_config(TrainConfig, None, [*items, "resume=true"]))["steps"] == 6
 
 
-def test_equal_time_arms_can_be_limited_to_some_seeds(tmp_path):
+def test_equal_time_step_counts_come_from_the_side_by_side_step_times_not_the_wall_clock(tmp_path):
+    """The equal-step runs' wall-clock (here: superweights as slow as all) is ignored; the measured step-time
+    ratio (0.5) doubles the steps, for the listed seeds only, and nothing is listed before it is measured."""
     from superlora.study.arms import equal_time_arms
 
     study = load_config(
         StudyConfig, None, ["arms=[all, superweights]", "seeds=[1, 2]", "equal_time=[2]", f"out={tmp_path}"]
     )
-    for key, seconds in (("all-s1", 100), ("all-s2", 120), ("superweights-s1", 50), ("superweights-s2", 60)):
+    for key in ("all-s1", "all-s2", "superweights-s1", "superweights-s2"):
         (tmp_path / "arms" / key).mkdir(parents=True)
-        (tmp_path / "arms" / key / "train_summary.json").write_text(json.dumps({"train_time_s": seconds, "steps": 10}))
+        (tmp_path / "arms" / key / "train_summary.json").write_text(json.dumps({"train_time_s": 100, "steps": 10}))
+    assert equal_time_arms(study) == []
+    kinds = {"all": {"ratio_to_all": 1.0}, "superweights": {"ratio_to_all": 0.5}}
+    (tmp_path / "step_times.json").write_text(json.dumps({"seed": 2, "kinds": kinds}))
     (arm,) = equal_time_arms(study)
-    assert arm == Arm("superweights@time", 2, "superweights-s2@time", 20)
-    assert arm_train_config(study, arm, tmp_path / "r").optim.max_steps == 20
+    steps = 2 * 10  # twice the all-block arm's steps
+    assert arm == Arm("superweights@time", 2, "superweights-s2@time", steps)
+    assert arm_train_config(study, arm, tmp_path / "r").optim.max_steps == steps
+
+
+def test_the_head_arm_trains_a_classifier_head_without_lora(tmp_path):
+    study = load_config(StudyConfig, None, ["arms=[base, head, all]", "train.task.name=sst2", "seeds=[7]"])
+    head = next(arm for arm in study_arms(study) if arm.kind == "head")
+    cfg = arm_train_config(study, head, tmp_path / "run")
+    assert (head.key, cfg.layers, cfg.seed) == ("head", "none", 7)

@@ -4,12 +4,33 @@ from __future__ import annotations
 
 import torch
 
+ENCODERS = ("bert", "distilbert", "mpnet")
+
 
 def tiny_config(family: str):
-    """A few-block random config of ``family`` (gpt2, llama, opt, phi, gemma3)."""
-    from transformers import Gemma3TextConfig, GPT2Config, LlamaConfig, OPTConfig, PhiConfig
+    """A few-block random config of ``family`` (gpt2, llama, opt, phi, gemma3; encoders: bert, distilbert, mpnet)."""
+    from transformers import (
+        BertConfig,
+        DistilBertConfig,
+        Gemma3TextConfig,
+        GPT2Config,
+        LlamaConfig,
+        MPNetConfig,
+        OPTConfig,
+        PhiConfig,
+    )
 
     common = {"vocab_size": 96}
+    if family == "bert":
+        return BertConfig(
+            num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=2, pad_token_id=1, **common
+        )
+    if family == "distilbert":
+        return DistilBertConfig(n_layers=3, dim=32, hidden_dim=64, n_heads=2, pad_token_id=1, **common)
+    if family == "mpnet":
+        return MPNetConfig(
+            num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=2, pad_token_id=1, **common
+        )
     if family == "gpt2":
         return GPT2Config(n_layer=3, n_embd=32, n_head=2, n_positions=64, **common)
     if family == "llama":
@@ -56,10 +77,12 @@ def tiny_config(family: str):
 
 
 def tiny_model(family: str, seed: int = 0):
-    from transformers import AutoModelForCausalLM
+    """A random model of ``family``: a causal LM, or a bare encoder (as sentence-embedding checkpoints ship)."""
+    from transformers import AutoModel, AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(tiny_config(family)).eval()
+    cls = AutoModel if family in ENCODERS else AutoModelForCausalLM
+    return cls.from_config(tiny_config(family)).eval()
 
 
 def tiny_tokenizer():

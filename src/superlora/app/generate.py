@@ -395,6 +395,11 @@ def explore(
         value = None
         before = None
         if coord is not None:
+            if getattr(model, "_superlora_quantized", None):  # a QLoRA adapter's base: its weights are 4/8-bit codes
+                raise InputError(
+                    f"the base model is quantised ({model._superlora_quantized}, for a QLoRA adapter): its weights "
+                    "cannot be edited one by one here; serve the model without QLoRA adapters to explore them"
+                )
             tensor = arch.mlp_out(model, coord.block).weight
             value = float(tensor[arch.stored_index(coord.out_channel, coord.in_channel)])
             before = tensor.detach().clone()

@@ -43,6 +43,8 @@ class Adapter:
     run: Path | None  # the training run it came from, if any
     task: str | None = None  # the task it was trained on (from run.json)
     template: Template | None = None  # how it was prompted in training (run.json); None: unknown
+    head: str = "lm"  # "classifier": a sequence-classification adapter (its head is in the adapter)
+    labels: tuple[str, ...] = ()  # a classifier's class names
 
 
 @dataclass
@@ -85,6 +87,17 @@ class AppState:
             config, "n_positions", None
         )
 
+    @property
+    def classifier(self) -> bool:
+        """The base carries a classification head: the app classifies instead of generating."""
+        return self.loaded.head == "classifier"
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return next((a.labels for a in self.adapters if a.labels), ()) or tuple(
+            f"label {i}" for i in range(getattr(self.loaded.model.config, "num_labels", 2))
+        )
+
     def template(self, target: str) -> Template | None:
         """The template ``target`` was trained with (None for the base model and bare adapter folders)."""
         return next((a.template for a in self.adapters if a.name == target), None)
@@ -116,7 +129,7 @@ class AppState:
             raise SuperloraError(f"--superweights: file not found: {superweights}")
         wanted = [_describe_adapter(path) for path in adapters or []]  # fail fast, before the model loads
         _unique_names(wanted)
-        loaded = load_model(model)
+        loaded = load_model(model, **_head_for(wanted))
         peft_model = _attach(loaded, wanted) if wanted else None
         state = cls(
             loaded,
@@ -135,7 +148,8 @@ class AppState:
         """Pay the one-off costs (line-end token scan, first forward) before the first request."""
         from superlora.evaluation.decode import line_end_ids
 
-        line_end_ids(self.loaded.tokenizer)
+        if not self.classifier:
+            line_end_ids(self.loaded.tokenizer)
         ids = torch.tensor([self.loaded.tokenizer("Hello")["input_ids"]])
         with self.use(BASE) as model, torch.inference_mode():
             model(input_ids=ids)
@@ -184,10 +198,27 @@ def _describe_adapter(path: str | Path) -> Adapter:
     run = run_of_adapter(folder)
     name = re.sub(r"[^\w.-]+", "_", (run or folder).resolve().name) or "adapter"
     task = template = None
+    head, labels = "lm", ()
     if run is not None and (run / "run.json").is_file():
         found = open_run(run)
         task, template = found.task().name, found.template()
-    return Adapter(name=name, folder=folder, run=run, task=task, template=template)
+        head, labels = (found.meta or {}).get("head", "lm"), tuple((found.meta or {}).get("labels", ()))
+    return Adapter(name=name, folder=folder, run=run, task=task, template=template, head=head, labels=labels)
+
+
+def _head_for(adapters: list[Adapter]) -> dict:
+    """How to load the base for these adapters: with a classification head when they are classifiers."""
+    heads = {a.head for a in adapters}
+    if len(heads) > 1:
+        raise SuperloraError(
+            "these adapters mix classification and generation runs; serve them separately (one base model each)"
+        )
+    if heads == {"classifier"}:
+        counts = {len(a.labels) for a in adapters if a.labels}
+        if len(counts) > 1:
+            raise SuperloraError("these classification adapters have different label counts; serve them separately")
+        return {"head": "classifier", "num_labels": counts.pop() if counts else 2}
+    return {}
 
 
 def _unique_names(adapters: list[Adapter]) -> None:

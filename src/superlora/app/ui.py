@@ -16,7 +16,7 @@ from starlette.middleware import Middleware  # noqa: E402
 
 from superlora.app.access import RequestLog  # noqa: E402
 from superlora.app.state import AppState  # noqa: E402
-from superlora.app.tabs import chat, complete, e2e, explorer, runs  # noqa: E402
+from superlora.app.tabs import chat, classify, complete, e2e, explorer, runs  # noqa: E402
 
 CSS = """
 .sl-cards { display: flex; flex-wrap: wrap; gap: 12px; }
@@ -44,14 +44,19 @@ def build_app(state: AppState) -> gr.Blocks:
             f"adapters: {adapters}"
         )
         with gr.Tabs():
-            with gr.Tab("E2E generator", id="e2e", elem_id="tab-e2e"):
-                e2e.build(state)
-            with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
-                chat.build(state)
-            with gr.Tab("Completion", id="complete", elem_id="tab-complete"):
-                complete.build(state)
-            with gr.Tab("Super-weight explorer", id="explorer", elem_id="tab-explorer"):
-                explorer.build(state)
+            if state.classifier:  # a classification head: nothing to generate with
+                with gr.Tab("Classification", id="classify", elem_id="tab-classify"):
+                    classify.build(state)
+            else:
+                with gr.Tab("E2E generator", id="e2e", elem_id="tab-e2e"):
+                    e2e.build(state)
+                with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
+                    chat.build(state)
+                with gr.Tab("Completion", id="complete", elem_id="tab-complete"):
+                    complete.build(state)
+            if not state.classifier:  # it regenerates text to show the damage: not for a classification head
+                with gr.Tab("Super-weight explorer", id="explorer", elem_id="tab-explorer"):
+                    explorer.build(state)
             with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
                 runs.build(state, demo)
     demo.queue(max_size=state.limits.queue_size, default_concurrency_limit=state.limits.concurrency)

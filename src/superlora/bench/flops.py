@@ -48,7 +48,7 @@ class FlopModel:
     block_weights: list[int]  # frozen matmul weights per block
     lora_weights: list[int]  # trainable (adapter) weights per block
     attn_dim: int  # query heads x head dim
-    head_weights: int  # LM head, V x d
+    head_weights: int  # LM head, V x d (0 for a classification head)
     lowest: int  # lowest block with adapters
 
     def step(self, batches: list[Batch], target_only: bool) -> float:
@@ -80,10 +80,11 @@ def flop_model(peft_model: nn.Module, loaded: LoadedModel) -> FlopModel:
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     adapted = [i for i, n in enumerate(lora) if n]
+    head = causal_lm(peft_model).get_output_embeddings()  # None: a classification head (one position, ~0 FLOPs)
     return FlopModel(
         block_weights=frozen,
         lora_weights=lora,
         attn_dim=heads * head_dim,
-        head_weights=causal_lm(peft_model).get_output_embeddings().weight.numel(),
+        head_weights=head.weight.numel() if head is not None else 0,
         lowest=min(adapted) if adapted else len(lora),
     )

@@ -38,8 +38,8 @@ class RecordingCollator:
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         batch = self.inner(rows)
         labels = batch["labels"]
-        targets = int((labels[:, 1:] != -100).sum())
-        self.batches.append(Batch([len(r["input_ids"]) for r in rows], labels.numel(), targets))
+        targets = int((labels[:, 1:] != -100).sum()) if labels.dim() == 2 else labels.numel()  # 1-D: one label a row
+        self.batches.append(Batch([len(r["input_ids"]) for r in rows], batch["input_ids"].numel(), targets))
         return batch
 
 
@@ -120,9 +120,9 @@ def run_arm(arm: Arm, ctx: Context) -> dict[str, Any]:
     cfg, max_steps = ctx.cfg, ctx.warmup + ctx.steps
     release_memory()
     torch.set_num_threads(ctx.default_threads)
-    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    task = get_task(cfg.task)
+    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, **task.model_kwargs())
     with tempfile.TemporaryDirectory(prefix="superlora-bench-") as tmp:
-        task = get_task(cfg.task)
         template = task.template()
         arm_base = dataclasses.replace(cfg, quantize=arm.quantize)
         plan = Plan(arm_base, Path(tmp), loaded, "", ctx.blocks, ctx.targets, ctx.dataset, None, task, template)

@@ -90,10 +90,11 @@ def bench(
 
     from superlora.data.collate import TokenizedRows
     from superlora.models import load_model
+    from superlora.tasks import get_task
     from superlora.training.layers import default_targets, select_blocks, target_module_names
 
     default_threads = torch.get_num_threads()
-    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, **get_task(cfg.task).model_kwargs())
     per_step = cfg.optim.batch_size * cfg.optim.grad_accum
     # 4x the examples the steps use: HF's sampler then sorts exactly the first (warmup + steps) batches' worth
     # (one mega-batch) by length, so grouped arms train on a random sample of lengths, as in a full run.
@@ -110,6 +111,8 @@ def bench(
         "attention": auto["attention"]["attention"],
     }
     arms = standard_arms(recipe, decided, forced_bf16=auto["bf16_pays"] or "bf16" in (keys or []))
+    if loaded.head == "classifier":  # a classification head has no token logits: no target-only arm
+        arms = [a for a in arms if a.key not in ("target", "no-target")]
     if qlora or any(k in QLORA_METHODS for k in keys or []):
         arms += qlora_arms(decided)
     torch.set_num_threads(default_threads)
@@ -118,7 +121,7 @@ def bench(
         if unknown:
             raise SuperloraError(f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(a.key for a in arms)}")
         arms = [a for a in arms if a.key == "ref" or a.key in keys]
-    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, **get_task(cfg.task).model_kwargs())
     blocks, _ = select_blocks(cfg, loaded)
     targets = target_module_names(loaded.model, loaded.arch, blocks, cfg.lora.targets or default_targets(loaded.arch))
     padding = {

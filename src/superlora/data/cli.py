@@ -12,6 +12,8 @@ EPILOG = """examples:
   superlora data check configs/chat/gsm8k-lora.yaml           # the chat recipe's sources and test set
   superlora data check task.name=chat task.sources='[{path: my.jsonl, format: messages}]'
   SUPERLORA_E2E_DIR=E2E_DIR superlora data check             # the E2E folder from the environment
+  superlora data check task.name=sst2 --data ../shared/data/sst2            # SST-2: rows and labels per split
+  superlora data check task.name=dialogsum --data ../shared/data/dialogsum --split test
 
 E2E_DIR is a folder holding the E2E release (original/ and cleaned/). A malformed row stops the check
 with one line naming the file and line number."""
@@ -49,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_recipe_argument(p, help="a training recipe (for its task) and/or key=value overrides")
-    p.add_argument("--data", help="E2E: folder holding original/ and cleaned/ (same as task.source=DIR)")
+    p.add_argument("--data", help="the task's data folder (same as task.source=DIR; E2E: original/ and cleaned/)")
     p.add_argument("--variant", choices=["original", "cleaned"], help="E2E: only this variant")
-    p.add_argument("--split", choices=["train", "validation", "test"], help="E2E: only this split")
+    p.add_argument("--split", choices=["train", "validation", "test"], help="E2E, DialogSum: only this split")
     p.set_defaults(func=check)

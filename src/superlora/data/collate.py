@@ -31,7 +31,8 @@ class PadCollator:
 
     Labels are padded by position, never derived from ``input_ids == pad``: a pad id equal to eos
     would otherwise mask the real end token and the model would never learn to stop.
-    A batch in which no label is set would train on nothing; it is refused.
+    A batch in which no label is set would train on nothing; it is refused. Rows of a classification task
+    carry one class index (``label``) instead: ``labels`` is then that index per row.
     """
 
     pad_id: int
@@ -41,6 +42,13 @@ class PadCollator:
 
         def pad(key: str, value: int) -> torch.Tensor:
             return torch.tensor([row[key] + [value] * (width - len(row[key])) for row in rows])
+
+        if "label" in rows[0]:
+            return {
+                "input_ids": pad("input_ids", self.pad_id),
+                "attention_mask": pad("attention_mask", 0),
+                "labels": torch.tensor([row["label"] for row in rows]),
+            }
 
         batch = {
             "input_ids": pad("input_ids", self.pad_id),

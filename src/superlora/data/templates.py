@@ -159,7 +159,32 @@ class ChatTemplate:
         }
 
 
-Template = CompletionTemplate | ChatTemplate
+@dataclass(frozen=True)
+class LabelTemplate:
+    """A text for a classification head: the tokenizer's own special tokens around it (BERT: [CLS] ... [SEP]),
+    no prompt words, nothing generated; ``labels`` names the classes in index order."""
+
+    labels: tuple[str, ...] = ("negative", "positive")
+    kind = "label"
+
+    def prompt_ids(self, tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+        return list(tokenizer(text)["input_ids"])
+
+    def stop_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+        return []
+
+    def pad_id(self, tokenizer: PreTrainedTokenizerBase) -> int:
+        """The id the head skips when it looks for a decoder's last token (its config's pad_token_id)."""
+        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def clean(self, text: str) -> str:
+        return text.strip()
+
+    def record(self, tokenizer: PreTrainedTokenizerBase | None = None) -> dict[str, Any]:
+        return {"kind": self.kind, "labels": list(self.labels)}
+
+
+Template = CompletionTemplate | ChatTemplate | LabelTemplate
 
 
 def from_record(record: dict[str, Any]) -> Template:
@@ -169,4 +194,6 @@ def from_record(record: dict[str, Any]) -> Template:
         return CompletionTemplate(record["prompt_format"], record["target_prefix"], bool(record["one_line"]))
     if kind == "chat":
         return ChatTemplate(record.get("chat_template"), record.get("system"))
+    if kind == "label":
+        return LabelTemplate(tuple(record["labels"]))
     raise SuperloraError(f"run.json records an unknown template kind {kind!r}")

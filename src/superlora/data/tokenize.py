@@ -1,6 +1,7 @@
 """Samples -> input ids and labels; the loss mask follows from the sample's shape.
 
 * a completion trains on its completion (and the eos after it), never on the prompt;
+* a labeled text trains a classification head on its label (one per row, no token mask);
 * a conversation trains on its assistant turns, each with its end-of-turn token, found by rendering the
   conversation's prefixes with the chat template (no ``{% generation %}`` markers needed: SmolLM2's
   template has none). ``loss_on`` chooses all assistant turns, the last one, or every token.
@@ -13,13 +14,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Literal
 
-from superlora.data.shapes import Completion, Conversation
+from superlora.data.shapes import Completion, Conversation, Labeled
 from superlora.errors import SuperloraError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from superlora.data.templates import ChatTemplate, CompletionTemplate
+    from superlora.data.templates import ChatTemplate, CompletionTemplate, LabelTemplate
 
 IGNORE_INDEX = -100  # label value that torch's cross-entropy skips
 LossOn = Literal["assistant", "last", "all"]
@@ -55,6 +56,30 @@ def tokenize_completion(
         "attention_mask": [1] * len(input_ids),
         "labels": [IGNORE_INDEX] * len(prompt) + target,
     }
+
+
+def tokenize_labeled(
+    tokenizer: PreTrainedTokenizerBase, template: LabelTemplate, sample: Labeled, max_length: int
+) -> dict[str, list[int] | int]:
+    """input_ids, attention_mask and the class index; a text longer than max_length is cut to it, keeping the
+    tokenizer's closing special token (``truncated`` says so, for the count in the log)."""
+    if not 0 <= sample.label < len(template.labels):
+        raise SuperloraError(
+            f"label {sample.label} of {_quote(sample.text)} is not one of 0..{len(template.labels) - 1}"
+        )
+    ids, truncated = text_ids(tokenizer, template, sample.text, max_length)
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "label": sample.label, "truncated": truncated}
+
+
+def text_ids(
+    tokenizer: PreTrainedTokenizerBase, template: LabelTemplate, text: str, max_length: int
+) -> tuple[list[int], bool]:
+    """A classifier's input ids, cut to ``max_length`` keeping the closing special token; and whether cut."""
+    ids = template.prompt_ids(tokenizer, text)
+    if len(ids) <= max_length:
+        return ids, False
+    closing = [ids[-1]] if ids[-1] in set(tokenizer.all_special_ids) else []
+    return ids[: max_length - len(closing)] + closing, True
 
 
 def assistant_spans(

@@ -71,23 +71,42 @@ def _default_out(cfg) -> Path:
 def _summary(cfg, task, report: dict, items: list, outputs: list[str]) -> str:
     decode = report["decode"]
     values = task.values(report)
-    how = (
-        "greedy"
-        if decode["num_beams"] == 1
-        else f"beam {decode['num_beams']}, length penalty {decode['length_penalty']}"
-    )
+    described = task.describe_evaluation(report["count"], cfg.split, DecodeConfig(**decode))
+    if task.head == "classifier":  # nothing is generated: no decoding settings to report
+        protocol = [f"{described}.", f"Classifying took {report['decode_seconds']:.0f} s."]
+    else:
+        settings = {"no-repeat n-gram": decode["no_repeat_ngram_size"]}
+        if decode["num_beams"] > 1:
+            settings = {"length penalty": decode["length_penalty"], **settings}
+        # the task's phrase names the search and the token budget (E2E's more); the settings it leaves out here
+        rest = "".join(f", {name} {value:g}" for name, value in settings.items() if name not in described)
+        protocol = [
+            f"{described}{rest}.",
+            f"Decoding took {report['decode_seconds']:.0f} s "
+            f"({report['decode_seconds'] / max(report['count'], 1):.2f} s/item).",
+        ]
     lines = [
         f"# {task.name} evaluation: {cfg.model}" + (f" + {cfg.adapter}" if cfg.adapter else ""),
         "",
-        f"{task.describe_evaluation(report['count'], cfg.split, DecodeConfig(**decode))}; {how}, "
-        f"no-repeat n-gram {decode['no_repeat_ngram_size']}, max {decode['max_new_tokens']} new tokens.",
-        f"Decoding took {report['decode_seconds']:.0f} s "
-        f"({report['decode_seconds'] / max(report['count'], 1):.2f} s/item).",
+        *protocol,
         "",
         "| metric | score |",
         "|---|---|",
     ]
     lines += [f"| {m.name} | {m.format(values.get(m.name))} |" for m in task.metrics]
+    if "confusion" in report:  # rows: gold label, columns: predicted
+        labels = report.get("labels", [])
+        lines += [
+            "",
+            "Confusion (rows: gold, columns: predicted):",
+            "",
+            "| gold \\ predicted | " + " | ".join(labels) + " |",
+        ]
+        lines += ["|---|" + "---|" * len(labels)]
+        lines += [
+            f"| {g} | " + " | ".join(f"{n:,}" for n in row) + " |"
+            for g, row in zip(labels, report["confusion"], strict=True)
+        ]
     lines += ["", "First outputs:", ""]
     lines += [
         f"- `{item.key[:200]}`  \n  {out[:400] or '(empty)'}"
@@ -164,10 +183,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     threads = set_decode_threads(cfg.threads)
     print(
-        f"decoding {len(items)} {cfg.split} items of task {task.name} (beam {decode.num_beams}, fp32, {threads})",
+        f"classifying {len(items)} {cfg.split} items of task {task.name} (fp32, {threads})"
+        if task.head == "classifier"
+        else f"decoding {len(items)} {cfg.split} items of task {task.name} (beam {decode.num_beams}, fp32, {threads})",
         flush=True,
     )
-    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, **task.model_kwargs())
     model = attach_adapter(loaded.model, cfg.adapter, cfg.model) if cfg.adapter else loaded.model
     report, outputs = evaluate(
         task,
@@ -194,7 +215,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         task, out, items, outputs, report, lambda public: {"summary.md": _summary(cfg, task, public, items, outputs)}
     )
     print("\n".join(task.score_lines(public)))
-    print(f"decoded {len(items)} items in {report['decode_seconds']:.1f} s; wrote {out}/scores.json, summary.md")
+    verb = "classified" if task.head == "classifier" else "decoded"
+    print(f"{verb} {len(items)} items in {report['decode_seconds']:.1f} s; wrote {out}/scores.json, summary.md")
     return 0
 
 

@@ -45,7 +45,15 @@ def evaluate(
     """
     template = template or task.template()
     decode = decode.resolved(task.decode_defaults())
-    outputs, seconds = timed_generate(model, tokenizer, [i.prompt for i in items], decode, template, show_progress)
+    prompts = [i.prompt for i in items]
+    if task.head == "classifier":  # a head's argmax, nothing generated
+        from superlora.evaluation.classify import timed_classify
+
+        outputs, seconds = timed_classify(
+            model, tokenizer, prompts, template, decode.batch_size, max_length, show_progress
+        )
+    else:
+        outputs, seconds = timed_generate(model, tokenizer, prompts, decode, template, show_progress)
     scores = task.score(items, outputs, options or ScoreOptions())
     if task.teacher_forced_loss:
         loss = heldout_loss(model, tokenizer, task, template, [i.sample for i in items], max_length)

@@ -2,12 +2,13 @@
 
 1. The run: it exists, has a final adapter; the output folder is new or empty; the format/dtype pair makes
    sense; with ``--push-to-hub`` the Hub is reachable. For GGUF, the base model's architecture is read from
-   its config (no weights) and refused unless the writer supports it.
+   its config (no weights) and refused unless the writer supports it. For a Space, the run's template and
+   task are read and the packages its requirements.txt pins are found.
 2. The merge, in memory and in fp32, into the base (a QLoRA run's dequantised: ``training.merge.merged_model``).
 3. The output folder is filled in a hidden sibling and renamed into place (``rundir.write_atomic``): a
    failure or a kill leaves no half-written file. GGUF exports read their tokenizer back from the file before
    the rename, so a tokenizer that would cut text differently is an error, not a file.
-4. The upload, when asked.
+4. The upload, when asked (to a Space repository for ``--format space``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from typing import Any
 from superlora.errors import SuperloraError
 from superlora.training import rundir
 
-FORMATS = ("safetensors", "gguf", "adapter")
+FORMATS = ("safetensors", "gguf", "adapter", "space")
 DTYPES = ("f32", "f16", "bf16", "q8_0")
-DEFAULT_DTYPE = {"gguf": "f16", "safetensors": None, "adapter": None}  # None: the base model's own dtype
+DEFAULT_DTYPE = {"gguf": "f16", "safetensors": None, "adapter": None, "space": None}  # None: the base's dtype
 # what the GGUF's tokenizer must reproduce, id for id: words, digits, punctuation, spaces, line breaks, non-ASCII
 PROBE_TEXT = (
     "name[The Eagle], eatType[coffee shop], priceRange[£20-25], near[Burger King]\n"
@@ -59,14 +60,24 @@ def plan(
     folder = check_mergeable(run)
     if dtype is not None and dtype not in DTYPES:
         raise SuperloraError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    if fmt == "safetensors" and dtype == "q8_0":
-        raise SuperloraError("q8_0 is a GGUF block format; safetensors exports are f32, f16 or bf16")
+    if fmt in ("safetensors", "space") and dtype == "q8_0":
+        what = "safetensors exports are" if fmt == "safetensors" else "a Space's merged model is"
+        raise SuperloraError(f"q8_0 is a GGUF block format; {what} f32, f16 or bf16")
     if fmt == "adapter" and dtype is not None:
         raise SuperloraError("--dtype does not apply to --format adapter (the adapter is exported as trained)")
     dtype = dtype or DEFAULT_DTYPE[fmt]
     default = f"export-{fmt}" + (f"-{dtype}" if fmt == "gguf" else "")
     out = Path(out) if out is not None else run / default
     check_new_out(out)
+    if fmt == "gguf" and (folder.meta or {}).get("head") == "classifier":
+        raise SuperloraError(
+            "GGUF holds causal language models (llama.cpp); this run trained a classification head: "
+            "export --format safetensors instead"
+        )
+    if fmt == "space":
+        from superlora.export import space
+
+        space.check(folder)
     return Export(run=run, folder=folder, fmt=fmt, dtype=dtype, out=out, base=model or base_model_ref(folder.config))
 
 
@@ -136,9 +147,17 @@ def write(plan_: Export, merged: Any, loaded: Any, base_dtype: Any) -> Path:
     """Fill ``plan_.out`` atomically with the export of the merged model (or the adapter)."""
     import torch
 
+    from superlora.export import space
     from superlora.export.card import model_card
 
     tokenizer = loaded.tokenizer if loaded is not None else None
+
+    def save_merged(folder: Path) -> None:
+        """The merged model in safetensors, in the export's dtype, with its tokenizer."""
+        target = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}.get(plan_.dtype, base_dtype)
+        merged.to(target)
+        merged.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
 
     def fill(tmp: Path) -> None:
         if plan_.fmt == "adapter":
@@ -146,16 +165,17 @@ def write(plan_: Export, merged: Any, loaded: Any, base_dtype: Any) -> Path:
                 if item.is_file():
                     shutil.copy2(item, tmp / item.name)
         elif plan_.fmt == "safetensors":
-            target = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}.get(plan_.dtype, base_dtype)
-            merged.to(target)
-            merged.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+            save_merged(tmp)
+        elif plan_.fmt == "space":
+            space.fill(tmp, plan_.folder, tokenizer, plan_.base, save_merged)
         else:
             _fill_gguf(plan_, merged, tokenizer, tmp)
         files = sorted(p.name for p in tmp.iterdir())
-        (tmp / "README.md").write_text(
-            model_card(plan_.folder, plan_.fmt, plan_.dtype, files, plan_.base), encoding="utf-8"
-        )
+        if plan_.fmt == "space":
+            card = space.readme(plan_.folder, plan_.dtype, files, plan_.base)
+        else:
+            card = model_card(plan_.folder, plan_.fmt, plan_.dtype, files, plan_.base)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
 
     rundir.write_atomic(plan_.out, fill)
     return plan_.out
@@ -214,5 +234,6 @@ def export(
 
             pre_tokenizer_name(backend_json(loaded.tokenizer))  # a tokenizer GGUF cannot hold: before writing
     folder = write(plan_, merged, loaded, base_dtype)
-    url = hub.push(folder, push_to_hub, private) if push_to_hub else None
+    repo_type = "space" if plan_.fmt == "space" else "model"
+    url = hub.push(folder, push_to_hub, private, repo_type) if push_to_hub else None
     return folder, url

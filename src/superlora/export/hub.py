@@ -1,4 +1,5 @@
-"""``--push-to-hub REPO``: the export folder as one commit to a Hugging Face Hub model repository.
+"""``--push-to-hub REPO``: the export folder as one commit to a Hugging Face Hub repository (a model; a
+Gradio Space for ``--format space``).
 
 Checked before any work: offline (``HF_HUB_OFFLINE`` set, or the Hub's host does not answer) is one line
 and nothing is written, so a push never leaves a local export the user did not ask for without the upload
@@ -44,17 +45,19 @@ def check_push(repo: str) -> None:
         )
 
 
-def push(folder: Path, repo: str, private: bool = False) -> str:
-    """Upload ``folder`` to model repository ``repo`` (created if needed); return the commit's URL."""
+def push(folder: Path, repo: str, private: bool = False, repo_type: str = "model") -> str:
+    """Upload ``folder`` to repository ``repo`` of ``repo_type`` (model or space; created if needed); return the
+    commit's URL."""
     from huggingface_hub import HfApi
 
     api = HfApi()
     try:
-        api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
+        sdk = {"space_sdk": "gradio"} if repo_type == "space" else {}  # a new Space must name its SDK
+        api.create_repo(repo, repo_type=repo_type, private=private, exist_ok=True, **sdk)
         info = api.upload_folder(
             folder_path=str(folder),
             repo_id=repo,
-            repo_type="model",
+            repo_type=repo_type,
             commit_message=f"superlora export: {Path(folder).name}",
         )
     except Exception as exc:  # auth, HTTP, connection: every failure of the Hub is the user's to fix

@@ -44,6 +44,7 @@ class IdentifyConfig:
     max_count: int = 10  # cap on super weights found by the zero-and-rerun loop
     passage: str = DEFAULT_PASSAGE  # perplexity text for the ablation proof
     min_ppl_ratio: float = 2.0  # zeroing a proven super weight multiplies perplexity by at least this
+    min_distortion: float = 0.1  # encoders: ... or moves the final hidden states by this mean cosine distance
     seed: int = 0  # for the random-weights control
     out: str | None = None  # report folder; default runs/identify/<model name>
     plots: bool = True

@@ -36,7 +36,7 @@ def identify(loaded: LoadedModel, cfg: IdentifyConfig) -> Identification:
     candidates, first_round = find_candidates(
         model, arch, tokenizer, cfg.prompts, cfg.abs_threshold, cfg.median_ratio, cfg.min_recurrence, cfg.max_count
     )
-    summary = prove(model, arch, tokenizer, candidates, cfg.passage, cfg.seed, cfg.min_ppl_ratio)
+    summary = prove(model, arch, tokenizer, candidates, cfg.passage, cfg.seed, cfg.min_ppl_ratio, cfg.min_distortion)
     residual = residual_maxima(model, encode(tokenizer, model, cfg.prompts[0]))
     return Identification(ranked(candidates), summary, first_round, residual, time.perf_counter() - start)
 

@@ -4,6 +4,10 @@ A super weight is one scalar whose removal wrecks the model. The controls show t
 damage is not what removing *any* weight does: (1) the same number of random weights of the
 same projection, (2) the largest other weights of the same row — which also rules out "it
 is just a big weight".
+
+An encoder (BERT, MPNet, ...) has no next-token perplexity. Its damage is the **distortion** of its output: the
+mean cosine distance, over the passage's tokens, between the final hidden states with and without the weight
+zeroed (0: unchanged; 1: orthogonal). Proven: at least ``min_distortion`` and more than both controls.
 """
 
 from __future__ import annotations
@@ -45,6 +49,58 @@ def largest_in_row(model: nn.Module, arch: ArchFacts, coord: Coord, count: int, 
     return [Coord(coord.block, coord.out_channel, int(i)) for i in row.topk(count).indices]
 
 
+@torch.no_grad()
+def final_states(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    out = model(input_ids=input_ids, output_hidden_states=True)
+    return out.hidden_states[-1][0].float()
+
+
+def distortion(reference: torch.Tensor, states: torch.Tensor) -> float:
+    """Mean over tokens of 1 - cos(reference, states): how far zeroing moved the encoder's output."""
+    return float(1 - torch.nn.functional.cosine_similarity(reference, states, dim=-1).mean())
+
+
+def prove_encoder(
+    model: nn.Module,
+    arch: ArchFacts,
+    tokenizer,
+    candidates: list[SuperWeight],
+    passage: str,
+    seed: int,
+    min_distortion: float,
+) -> dict:
+    """``prove`` for an encoder: distortion of the final hidden states instead of a perplexity ratio."""
+    ids = encode(tokenizer, model, passage)
+    reference = final_states(model, ids)
+    generator = torch.Generator().manual_seed(seed)
+    all_coords = {sw.coord for sw in candidates}
+
+    def moved(coords: list[Coord]) -> float:
+        with scaled_weights(model, arch, coords):
+            return distortion(reference, final_states(model, ids))
+
+    for sw in tqdm(candidates, desc="ablation proof", unit="weight", leave=False):
+        zeroed = moved([sw.coord])
+        randoms = random_coords(arch, sw.block, 1, all_coords, generator)
+        row_peers = largest_in_row(model, arch, sw.coord, 1, all_coords)
+        random_d, row_d = moved(randoms), moved(row_peers)
+        sw.proof = {
+            "distortion": zeroed,
+            "random_control": {"coords": [str(c) for c in randoms], "distortion": random_d},
+            "row_control": {"coords": [str(c) for c in row_peers], "distortion": row_d},
+            "proven": zeroed >= min_distortion and zeroed > random_d and zeroed > row_d,
+        }
+    proven = [sw.coord for sw in candidates if sw.proof["proven"]]
+    summary = {"metric": "distortion", "passage_tokens": int(ids.shape[1]), "min_distortion": min_distortion}
+    if proven:
+        summary["distortion_all_proven_zeroed"] = moved(proven)
+        randoms = []
+        for coord in proven:
+            randoms += random_coords(arch, coord.block, 1, all_coords | set(randoms), generator)
+        summary["distortion_same_count_random_zeroed"] = moved(randoms)
+    return summary
+
+
 def prove(
     model: nn.Module,
     arch: ArchFacts,
@@ -53,8 +109,13 @@ def prove(
     passage: str,
     seed: int,
     min_ppl_ratio: float,
+    min_distortion: float = 0.1,
 ) -> dict:
     """Fill ``candidate.proof`` for each candidate; return the model-level summary."""
+    from superlora.models.loading import is_encoder
+
+    if is_encoder(getattr(model, "config", None)):
+        return prove_encoder(model, arch, tokenizer, candidates, passage, seed, min_distortion)
     ids = encode(tokenizer, model, passage)
     base = perplexity(model, ids)
     generator = torch.Generator().manual_seed(seed)

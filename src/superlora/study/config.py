@@ -30,6 +30,19 @@ class EvalConfig:
 
 
 @dataclass
+class StepTimingConfig:
+    """The side-by-side step times behind the equal-time arms (``study.timing``): a few steps per arm layout."""
+
+    steps: int = 8  # timed optimiser steps per arm and repeat
+    warmup: int = 2  # untimed steps before them (allocator, first-call costs)
+    repeats: int = 3  # interleaved rounds over the arms, a new order each; the median is kept
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.warmup < 0 or self.repeats < 1:
+            raise ValueError(f"step_timing: steps >= 1, warmup >= 0, repeats >= 1 (got {self})")
+
+
+@dataclass
 class StudyConfig:
     """``superlora study``: base model vs all-layer LoRA vs super-weight-layer LoRA vs controls.
 
@@ -43,6 +56,7 @@ class StudyConfig:
     seeds: list[int] | None = None  # each trained arm once per seed (random: a new draw of blocks); None: train.seed
     # every trained arm again with the all-block arm's training time (more steps); a list: for those seeds only
     equal_time: bool | list[int] = False
+    step_timing: StepTimingConfig = field(default_factory=StepTimingConfig)  # the equal-time arms' step counts
     drift: bool = False  # merge each arm's adapter and look for the super weights again (study.drift)
     commit: bool = False  # git-commit each arm's results folder as soon as it is scored (resumable from git)
     runs_dir: str = "runs/study"  # training runs (checkpoints, adapters): large, not committed

@@ -20,6 +20,7 @@ from superlora.study.significance import (  # noqa: E402
     markdown_seed_summary,
     seed_summary,
 )
+from superlora.study.timing import ratios as step_ratios  # noqa: E402
 from superlora.tasks import get_task  # noqa: E402
 from superlora.tasks.base import Metric, Task  # noqa: E402
 from superlora.training.rundir import read_log  # noqa: E402
@@ -42,6 +43,12 @@ def _read(path: Path) -> dict | None:
 def collect(cfg: StudyConfig) -> list[dict]:
     """One row per finished arm: quality (every metric of the task), cost and adapter size."""
     task = get_task(cfg.train.task)
+    ratio = step_ratios(cfg)
+    all_steps = {  # each seed's all-block arm's steps: the unit of relative_time
+        a.seed: (_read(Path(cfg.out) / "arms" / a.key / "train_summary.json") or {}).get("steps")
+        for a in study_arms(cfg)
+        if a.kind == "all"
+    }
     rows = []
     for arm in [*study_arms(cfg), *equal_time_arms(cfg)]:
         arm_dir = Path(cfg.out) / "arms" / arm.key
@@ -58,6 +65,8 @@ def collect(cfg: StudyConfig) -> list[dict]:
                 "trainable_params": train.get("trainable_params", 0),
                 "steps": train.get("steps", 0),
                 "train_time_s": train.get("train_time_s", 0.0),
+                # the training's cost in all-block trainings at the side-by-side step times (study.timing)
+                "relative_time": relative_time(train.get("steps"), all_steps.get(arm.seed), ratio.get(arm.base_kind)),
                 "tokens_per_s": train.get("tokens_per_s"),
                 "peak_rss_mb": train.get("peak_rss_mb"),
                 "final_loss": train.get("final_loss"),
@@ -67,6 +76,13 @@ def collect(cfg: StudyConfig) -> list[dict]:
             }
         )
     return rows
+
+
+def relative_time(steps: int | None, reference_steps: int | None, ratio: float | None) -> float | None:
+    """Steps times the arm's step time over the all-block arm's, per the all-block arm's steps (1.0: its time)."""
+    if not steps or not reference_steps or ratio is None:
+        return None
+    return steps * ratio / reference_steps
 
 
 def _blocks(row: dict) -> str:
@@ -83,6 +99,7 @@ def _cells(r: dict, metrics: tuple[Metric, ...]) -> dict[str, str]:
         "blocks": _blocks(r),
         "trainable params": f"{r['trainable_params']:,}",
         "train time": f"{r['train_time_s'] / 60:.1f} min" if trained else "-",
+        "time vs all": f"{r['relative_time']:.2f}" if r.get("relative_time") is not None else "-",
         "tokens/s": f"{r['tokens_per_s']:,.0f}" if trained else "-",
         "peak RSS": f"{r['peak_rss_mb']:,.0f} MB" if trained else "-",
         "final loss": f"{r['final_loss']:.3f}" if trained else "-",
@@ -141,12 +158,20 @@ def findings(rows: list[dict], task: Task) -> list[str]:
         )
     sw, full = by_arm.get("superweights"), by_arm.get("all")
     if sw and full and full["train_time_s"]:
+        share = sw.get("relative_time") or sw["train_time_s"] / full["train_time_s"]
         said.append(
             f"Super-weight blocks ({_blocks(sw)}) against all {len(full['blocks'] or [])} blocks: "
             f"{key} {p.format(sw[key])} vs {p.format(full[key])}, {q.name} {q.format(sw.get(q.name))} vs "
             f"{q.format(full.get(q.name))}, "
             f"{sw['trainable_params'] / max(full['trainable_params'], 1):.1%} of the trainable parameters, "
-            f"{sw['train_time_s'] / full['train_time_s']:.0%} of the training time."
+            f"{share:.0%} of the training time"
+            + (" (side-by-side step times)." if sw.get("relative_time") else " (wall-clock).")
+        )
+    head = by_arm.get("head")
+    if head and full:
+        said.append(
+            f"LoRA in all blocks against the head alone (no LoRA): {key} {p.format(full[key])} vs "
+            f"{p.format(head[key])}, {full['trainable_params']:,} vs {head['trainable_params']:,} trainable parameters."
         )
     same_size = [r for r in rows if r["arm"] in ("superweights", "random", "first", "last")]
     if sw and len(same_size) > 1:
@@ -179,19 +204,25 @@ def plot_losses(cfg: StudyConfig, path: Path) -> Path:
 
 
 def plot_quality_vs_time(rows: list[dict], path: Path, task: Task) -> Path:
+    """Each arm's quality against its training cost: at the side-by-side step times where they are measured
+    (the all-block arm's time = 1), else the wall-clock minutes."""
+    trained = [r for r in rows if r["steps"]]
+    side_by_side = bool(trained) and all(r.get("relative_time") is not None for r in trained)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric in zip(axes, (task.primary, task.secondary), strict=True):
         scale = 100 if metric.percent else 1
-        for r in rows:
+        for r in trained:
             if r.get(metric.name) is None:
                 continue
-            minutes, value = r["train_time_s"] / 60, scale * r[metric.name]
-            ax.scatter(minutes, value, s=40)
-            ax.annotate(r["arm"], (minutes, value), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            x = r["relative_time"] if side_by_side else r["train_time_s"] / 60
+            value = scale * r[metric.name]
+            ax.scatter(x, value, s=40)
+            ax.annotate(r["arm"], (x, value), textcoords="offset points", xytext=(5, 4), fontsize=8)
         better = "higher" if metric.higher_is_better else "lower"
         ax.set_ylabel(f"{task.axis_label(metric)}{' (%)' if metric.percent else ''} ({better} is better)")
     for ax in axes:
-        ax.set_xlabel("training time (min)")
+        side = "training time, all-block arm = 1 (steps x side-by-side step time)"
+        ax.set_xlabel(side if side_by_side else "training time (min)")
         ax.grid(alpha=0.3)
     fig.suptitle("Quality against training time, per arm", fontsize=10)
     fig.tight_layout()

@@ -102,12 +102,15 @@ def evaluate_arm(cfg: StudyConfig, arm: str, run: Path | None) -> dict:
     e = cfg.eval
     task = get_task(cfg.train.task)
     items = task.eval_items(e.split, e.limit)
-    loaded = load_model(cfg.train.model, trust_remote_code=cfg.train.trust_remote_code)
+    loaded = load_model(cfg.train.model, trust_remote_code=cfg.train.trust_remote_code, **task.model_kwargs())
     model = attach_adapter(loaded.model, run / "adapter") if run is not None else loaded.model
     decode = e.decode.resolved(task.decode_defaults())
     template = open_run(run).template() if run is not None else task.template()  # as the arm was trained
     threads = set_decode_threads(e.threads)
-    _say(f"{arm}: decoding {len(items)} {e.split} items (beam {decode.num_beams}, fp32, {threads})")
+    if task.head == "classifier":
+        _say(f"{arm}: classifying {len(items)} {e.split} items (fp32, {threads})")
+    else:
+        _say(f"{arm}: decoding {len(items)} {e.split} items (beam {decode.num_beams}, fp32, {threads})")
     report, outputs = evaluate(
         task,
         model,
@@ -179,14 +182,40 @@ def run_arm(cfg: StudyConfig, arm: Arm, task) -> None:
 
 def commit_arm(arm_dir: Path, key: str) -> None:
     """``git add`` + ``git commit`` of one finished arm's results, so an interrupted study resumes from git."""
-    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, cwd=arm_dir)
+    commit_path(arm_dir, f"study: arm {key} scored ({arm_dir})")
+
+
+def commit_path(path: Path, message: str) -> None:
+    """``git add`` + ``git commit`` of ``path`` alone (anything else staged stays out of the commit)."""
+    where = path if path.is_dir() else path.parent
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, cwd=where)
     if top.returncode != 0:
-        raise SuperloraError(f"commit: true, but {arm_dir} is not inside a git repository")
-    subprocess.run(["git", "add", "--", str(arm_dir.resolve())], check=True, cwd=top.stdout.strip())
-    message = f"study: arm {key} scored ({arm_dir})"
-    done = subprocess.run(["git", "commit", "-q", "-m", message, "--", str(arm_dir.resolve())], cwd=top.stdout.strip())
+        raise SuperloraError(f"commit: true, but {path} is not inside a git repository")
+    subprocess.run(["git", "add", "--", str(path.resolve())], check=True, cwd=top.stdout.strip())
+    done = subprocess.run(["git", "commit", "-q", "-m", message, "--", str(path.resolve())], cwd=top.stdout.strip())
     if done.returncode != 0:
-        _say(f"{key}: git commit failed (exit {done.returncode}); the results stay in {arm_dir}")
+        _say(f"git commit failed (exit {done.returncode}); {path} stays uncommitted")
+
+
+def measure_once(cfg: StudyConfig) -> None:
+    """The side-by-side step times the equal-time arms' step counts come from: measured once, committed."""
+    from superlora.study import timing
+
+    if timing.read_step_times(cfg) is not None:
+        return
+    seeds = [a.seed for a in study_arms(cfg) if a.kind == "all"]
+    if cfg.equal_time is not True:
+        seeds = [s for s in seeds if s in cfg.equal_time]
+    seed = next((s for s in seeds if timing.ready(cfg, s)), None)
+    if seed is None:
+        _say("equal time: no seed has all its equal-step arms finished; no step times measured")
+        return
+    _say(f"equal time: measuring the step time of each arm's layout side by side (seed {seed})")
+    written = timing.write_step_times(cfg, seed)
+    for kind, m in timing.read_step_times(cfg)["kinds"].items():
+        _say(f"equal time: {kind}: {m['seconds_per_step']:.3f} s/step, {m['ratio_to_all']:.2f}x the all-block arm's")
+    if cfg.commit:
+        commit_path(written, "study: side-by-side step times (the equal-time arms' step counts)")
 
 
 def run_study(cfg: StudyConfig) -> dict:
@@ -205,7 +234,9 @@ def run_study(cfg: StudyConfig) -> dict:
     task.check()
     for arm in study_arms(cfg):
         run_arm(cfg, arm, task)
-    for arm in equal_time_arms(cfg):  # known once the equal-step arms have their training times
+    if cfg.equal_time:
+        measure_once(cfg)
+    for arm in equal_time_arms(cfg):  # known once the side-by-side step times are measured
         run_arm(cfg, arm, task)
     report = write_report(cfg)
     _say(f"finished in {time.perf_counter() - started:.0f} s; results in {out}")

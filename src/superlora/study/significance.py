@@ -28,6 +28,8 @@ def seed_summary(rows: list[dict], task: Task) -> list[dict]:
     for kind, group in kinds.items():
         entry: dict = {"kind": kind, "seeds": len(group), "trainable_params": group[0]["trainable_params"]}
         entry["train_time_s"] = statistics.mean(r["train_time_s"] for r in group)
+        relative = [r.get("relative_time") for r in group]
+        entry["relative_time"] = statistics.mean(relative) if None not in relative else None
         for metric in (task.primary, task.secondary):
             values = [r[metric.name] for r in group if r.get(metric.name) is not None]
             entry[metric.name] = statistics.mean(values) if values else None
@@ -93,7 +95,8 @@ def markdown_comparisons(results: list[dict], task: Task, items: int | str) -> s
 def markdown_seed_summary(summary: list[dict], task: Task) -> str:
     """Mean ± std over seeds per kind of arm."""
     p, s = task.primary, task.secondary
-    lines = [f"| arm | seeds | trainable params | train time | {p.name} | {s.name} |", "|---|---|---|---|---|---|"]
+    head = f"| arm | seeds | trainable params | train time | time vs all | {p.name} | {s.name} |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
     for e in summary:
         cells = []
         for m in (p, s):
@@ -101,7 +104,8 @@ def markdown_seed_summary(summary: list[dict], task: Task) -> str:
             cells.append("-" if value is None else m.format(value) + (f" ± {m.format(std)}" if std is not None else ""))
         minutes = f"{e['train_time_s'] / 60:.1f} min" if e["train_time_s"] else "-"
         params = f"{e['trainable_params']:,}"
-        lines.append(f"| {e['kind']} | {e['seeds']} | {params} | {minutes} | {cells[0]} | {cells[1]} |")
+        relative = f"{e['relative_time']:.2f}" if e.get("relative_time") is not None else "-"
+        lines.append(f"| {e['kind']} | {e['seeds']} | {params} | {minutes} | {relative} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
@@ -136,13 +140,18 @@ def answer(summary: list[dict], comparisons: list[dict], task: Task) -> str | No
     else:
         verdict = "may or may not keep quality"
     seeds = f"{sw['seeds']} seed{'s' if sw['seeds'] > 1 else ''}"
-    time_share = sw["train_time_s"] / full["train_time_s"] if full["train_time_s"] else None
+    side_by_side = sw.get("relative_time") is not None
+    if side_by_side:
+        time_share = sw["relative_time"]
+    else:
+        time_share = sw["train_time_s"] / full["train_time_s"] if full["train_time_s"] else None
     parts = [
         f"**LoRA only in the super-weight blocks {verdict}** here: {m.name} {m.format(sw[m.name])} against "
         f"{m.format(full[m.name])} for all blocks ({seeds}; difference {c['delta']:+.4f}, 95% interval "
         f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], p = {c['p_value']:.3f})",
         f"with {100 * sw['trainable_params'] / full['trainable_params']:.1f}% of the trainable parameters"
-        + (f" in {100 * time_share:.0f}% of the training time" if time_share else ""),
+        + (f" in {100 * time_share:.0f}% of the training time" if time_share else "")
+        + (" (step times measured side by side)" if time_share and side_by_side else ""),
     ]
     controls = [
         _against(against[("superweights", other)], other)

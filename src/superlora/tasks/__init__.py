@@ -11,14 +11,18 @@ import importlib
 
 from superlora.errors import SuperloraError
 from superlora.tasks.chat import ChatConfig
+from superlora.tasks.dialogsum import DialogSumConfig
 from superlora.tasks.e2e.config import E2EConfig
+from superlora.tasks.sst2 import Sst2Config
 
 # name -> "module:Task class"; imported on use so a config check stays light
 TASKS: dict[str, str] = {
     "e2e": "superlora.tasks.e2e.task:E2ETask",
     "chat": "superlora.tasks.chat:ChatTask",
+    "dialogsum": "superlora.tasks.dialogsum:DialogSumTask",
+    "sst2": "superlora.tasks.sst2:Sst2Task",
 }
-TaskSection = E2EConfig | ChatConfig  # the recipe's ``task:``; the first is the default
+TaskSection = E2EConfig | ChatConfig | DialogSumConfig | Sst2Config  # the recipe's ``task:``; the first is the default
 DefaultTask = E2EConfig  # what a recipe without ``task:`` trains (superlora's first task)
 
 

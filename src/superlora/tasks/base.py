@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from superlora.data.shapes import Completion, Conversation, Sample
-from superlora.data.tokenize import LossOn, tokenize_completion, tokenize_conversation
+from superlora.data.shapes import Completion, Conversation, Labeled, Sample
+from superlora.data.tokenize import LossOn, tokenize_completion, tokenize_conversation, tokenize_labeled
 from superlora.errors import SuperloraError
 
 if TYPE_CHECKING:
@@ -62,9 +62,15 @@ class Task(ABC):
     name: ClassVar[str]
     metrics: ClassVar[tuple[Metric, ...]]  # report columns, the primary one first
     teacher_forced_loss: ClassVar[bool] = False  # evaluation also reports held-out loss and perplexity
+    head: ClassVar[str] = "lm"  # "lm": a causal LM that generates; "classifier": a sequence-classification head
+    labels: ClassVar[tuple[str, ...]] = ()  # a classifier's class names, in index order
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """How ``load_model`` must load a model for this task: its head (and a classifier's class count)."""
+        return {"head": "classifier", "num_labels": len(self.labels)} if self.head == "classifier" else {}
 
     @property
     def primary(self) -> Metric:
@@ -111,6 +117,8 @@ class Task(ABC):
             return tokenize_completion(tokenizer, template, sample, max_length)
         if isinstance(sample, Conversation):
             return tokenize_conversation(tokenizer, template, sample, max_length, self.loss_on())
+        if isinstance(sample, Labeled) and self.head == "classifier":
+            return tokenize_labeled(tokenizer, template, sample, max_length)
         raise SuperloraError(f"task {self.name} cannot train a causal LM on {type(sample).__name__} samples")
 
     def tokenize_all(self, tokenizer: Any, template: Template, samples: list, max_length: int) -> tuple[list, int]:

@@ -12,6 +12,8 @@ EPILOG = """examples:
   superlora train configs/chat/gsm8k-lora.yaml optim.max_steps=100   # chat SFT on GSM8K conversations
   superlora train configs/e2e-superweight.yaml superweights=results/superweights.json
   superlora train configs/e2e-random.yaml count=2 seed=1      # control: 2 random blocks
+  superlora train configs/e2e-qlora.yaml                      # QLoRA: frozen NF4 base (quantize: nf4|fp4|int8)
+  superlora train configs/e2e-qlora-keep.yaml                 # QLoRA, the super weights held in full precision
   superlora train configs/e2e-lora.yaml layers=[3,4] lora.r=8 optim.max_steps=100 output_dir=runs/try
   superlora train configs/e2e-lora.yaml --resume              # continue after a crash or kill -9
   superlora train --resume output_dir=runs/e2e-lora           # same, reusing the run's own config.yaml

@@ -13,7 +13,7 @@ from typing import Literal
 from superlora.errors import SuperloraError
 from superlora.tasks import DefaultTask, TaskSection
 
-LayerStrategy = Literal["all", "superweights", "above", "avoid", "probe", "random", "first", "last"]
+LayerStrategy = Literal["all", "superweights", "above", "avoid", "probe", "random", "first", "last", "none"]
 
 
 @dataclass
@@ -132,13 +132,16 @@ class TrainConfig:
     or identified on the fly), ``above`` (every block after the highest of them), ``avoid`` (every block
     but them), ``probe`` (the ``count`` blocks with the largest LoRA gradients over a short all-block run of
     ``probe_steps`` steps, see training.probe), ``random``/``first``/``last`` (controls with ``count`` blocks;
-    ``count`` defaults to the number of super-weight blocks) or an explicit list of indices.
+    ``count`` defaults to the number of super-weight blocks), ``none`` (no LoRA: a classification task's head alone,
+    the baseline that shows what LoRA adds) or an explicit list of indices.
     """
 
     model: str = "smollm2-135m"
     trust_remote_code: bool = False
     # QLoRA: the frozen block weights in 4 bits (nf4, fp4) or 8 (int8) with bitsandbytes; null: full precision
     quantize: Literal["nf4", "fp4", "int8"] | None = None
+    # QLoRA: hold the super weights (``superweights``, or identified now) in full precision in the quantised base
+    keep_superweights: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when a GPU is visible, else the CPU
     task: TaskSection = field(default_factory=DefaultTask)  # what is learnt; superlora.tasks lists them
     data: DataConfig = field(default_factory=DataConfig)
@@ -185,3 +188,5 @@ class TrainConfig:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+        if self.keep_superweights and self.quantize is None:
+            raise ValueError("keep_superweights: true needs a quantised base (quantize: nf4, fp4 or int8)")

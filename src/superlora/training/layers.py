@@ -42,6 +42,28 @@ def read_superweight_blocks(path: str | Path, num_blocks: int) -> list[int]:
     return blocks
 
 
+def superweight_coordinates(cfg: TrainConfig, loaded: LoadedModel) -> tuple[str, ...]:
+    """The proven super weights as "block:out:in" (from ``cfg.superweights``, or identified now): what a
+    ``keep_superweights`` base holds in full precision."""
+    if cfg.superweights:
+        try:
+            data = json.loads(Path(cfg.superweights).read_text(encoding="utf-8"))
+            coords = tuple(
+                e.get("coordinate") or f"{e['block']}:{e['out_channel']}:{e['in_channel']}"
+                for e in data["super_weights"]
+                if e.get("proven", True)
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SuperloraError(f"{cfg.superweights}: no super-weight coordinates in it ({exc!r})") from None
+    else:
+        from superlora.identify import find_super_weights
+
+        coords = tuple(str(sw.coord) for sw in find_super_weights(loaded))
+    if not coords:
+        raise SuperloraError(f"keep_superweights: true, but {cfg.superweights or loaded.name} has no super weights")
+    return coords
+
+
 def identify_superweight_blocks(loaded: LoadedModel) -> list[int]:
     """Find the super weights now (slower than reading a file) and return their blocks."""
     try:
@@ -83,6 +105,8 @@ def select_blocks(cfg: TrainConfig, loaded: LoadedModel) -> tuple[list[int], int
         return sorted(set(cfg.layers)), cfg.count
     if cfg.layers == "all":
         return list(range(n)), cfg.count
+    if cfg.layers == "none":
+        return [], cfg.count
     if cfg.layers == "superweights":
         return superweight_blocks(), cfg.count
     if cfg.layers in ("above", "avoid"):

@@ -50,7 +50,8 @@ def merged_model(run: str | Path, model: str | None = None):
     folder = check_mergeable(run)
     config = folder.config
     ref = model or base_model_ref(config)
-    loaded = load_model(ref, trust_remote_code=bool(config.get("trust_remote_code", False)))
+    head = folder.task().model_kwargs()  # a classifier run's base gets its head back (the adapter's copy)
+    loaded = load_model(ref, trust_remote_code=bool(config.get("trust_remote_code", False)), **head)
     base_dtype = next(loaded.model.parameters()).dtype
     loaded.model.to(torch.float32)
     fingerprint = rundir.base_fingerprint(loaded.model)  # of the bare base, before any quantising

@@ -19,7 +19,7 @@ from superlora.errors import SuperloraError
 from superlora.tasks import get_task
 from superlora.training import rundir
 from superlora.training.config import TrainConfig
-from superlora.training.layers import default_targets, select_blocks, target_module_names
+from superlora.training.layers import default_targets, select_blocks, superweight_coordinates, target_module_names
 
 if TYPE_CHECKING:
     from superlora.data.templates import Template
@@ -74,6 +74,7 @@ class Plan:
     template: Template
     heldout: list = dataclasses.field(default_factory=list)  # tokenized rows for the validation loss
     probe: dict | None = None  # layers: probe: its steps and every block's score (recorded in run.json)
+    protected: tuple[str, ...] = ()  # keep_superweights: the super weights the quantised base holds exactly
 
 
 def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -105,11 +106,15 @@ def plan_run(cfg: TrainConfig) -> Plan:
         )
     task = get_task(cfg.task)
     task.check()
+    if cfg.layers == "none" and task.head != "classifier":
+        raise SuperloraError(
+            f"layers: none trains only a classification head, and task {task.name} has none; choose blocks to adapt"
+        )
     if cfg.superweights is not None and not Path(cfg.superweights).is_file():
         raise SuperloraError(f"superweights: file not found: {cfg.superweights}")
     resolve_device(cfg.device)
 
-    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, **task.model_kwargs())
     positions = getattr(loaded.model.config, "max_position_embeddings", None) or getattr(
         loaded.model.config, "n_positions", None
     )
@@ -157,13 +162,26 @@ def plan_run(cfg: TrainConfig) -> Plan:
         pad = template.pad_id(loaded.tokenizer)
         blocks, scores = probe_blocks(cfg, loaded, dataset.rows, pad, count, targets)
         probe = {"steps": cfg.probe_steps, "scores": scores}
-    module_names = target_module_names(loaded.model, loaded.arch, blocks, targets)
+    module_names = target_module_names(loaded.model, loaded.arch, blocks, targets) if blocks else []
+    protected = superweight_coordinates(cfg, loaded) if cfg.keep_superweights else ()
     heldout, _ = task.tokenize_all(loaded.tokenizer, template, task.heldout_samples(), cfg.data.max_length)
     resume_from = rundir.latest_checkpoint(run) if cfg.resume else None
     if resume_from is not None:
         rundir.check_checkpoint(resume_from)
     return Plan(
-        cfg, run, loaded, fingerprint, blocks, module_names, dataset, resume_from, task, template, heldout, probe=probe
+        cfg,
+        run,
+        loaded,
+        fingerprint,
+        blocks,
+        module_names,
+        dataset,
+        resume_from,
+        task,
+        template,
+        heldout,
+        probe=probe,
+        protected=protected,
     )
 
 

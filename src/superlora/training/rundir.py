@@ -47,10 +47,18 @@ def base_fingerprint(model: nn.Module) -> str:
     """A short hash of the base model's parameter names, shapes and a strided sample of values.
 
     Cheap (a few ms for 135M parameters), yet an adapter trained on one base is never
-    silently merged into or resumed on another.
+    silently merged into or resumed on another. A classification head that loading added is left out: the
+    adapter carries its own trained copy.
     """
     h = hashlib.sha256()
+    head = ()
+    if getattr(model, "_superlora_head", None) == "classifier":  # a new head is not part of the base
+        from superlora.models.loading import head_module_names
+
+        head = tuple(f"{name}." for name in head_module_names(model))
     for name, param in model.named_parameters():
+        if head and name.startswith(head):
+            continue
         flat = param.detach().reshape(-1)
         sample = flat[:: max(1, flat.numel() // 64)][:64].to(torch.float64)
         h.update(f"{name}:{tuple(param.shape)}:".encode())

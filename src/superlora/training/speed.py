@@ -276,7 +276,10 @@ def speed_setup(
     notes = [bf16.reason, f"threads {threads} ({thread_choice.reason})", f"attention: {attention} ({attention_why})"]
     notes += apply_speed(model, loaded, resolved)
     target_only = speed.target_only_logits
-    if target_only and (why := target_only_unsupported(model)):
+    if target_only and loaded.head == "classifier":
+        notes.append("target-only logits off: a classification head has no token logits")
+        target_only = False
+    elif target_only and (why := target_only_unsupported(model)):
         notes.append(f"target-only logits off: {why}")
         target_only = False
     elif target_only:

@@ -30,6 +30,7 @@ from transformers.pytorch_utils import Conv1D
 from superlora import memory
 from superlora.config import to_dict
 from superlora.data.collate import PadCollator
+from superlora.models.loading import head_module_names
 from superlora.models.quantize import Quantized, set_compute_dtype
 from superlora.training import rundir
 from superlora.training.adapters import write_base_record
@@ -75,7 +76,9 @@ def quantize_base(plan: Plan) -> Quantized | None:
 
     from superlora.models.quantize import quantize_blocks
 
-    done = quantize_blocks(plan.loaded.model, plan.loaded.arch.blocks_path, plan.cfg.quantize)
+    done = quantize_blocks(
+        plan.loaded.model, plan.loaded.arch.blocks_path, plan.cfg.quantize, superweights=plan.protected
+    )
     # its default turns gradient checkpointing on: ~28% slower for models this size, and not asked for
     prepare_model_for_kbit_training(plan.loaded.model, use_gradient_checkpointing=False)
     return done
@@ -84,18 +87,21 @@ def quantize_base(plan: Plan) -> Quantized | None:
 def attach_lora(plan: Plan) -> PeftModel:
     """Wrap the base model (for QLoRA already quantised by ``quantize_base``) with adapters on ``plan.targets``."""
     from peft import LoraConfig, get_peft_model
+    from peft.utils.constants import DUMMY_TARGET_MODULES
 
     lora = plan.cfg.lora
     model = plan.loaded.model
     if next(model.parameters()).dtype != torch.float32:
         model.float()  # CPU training: fp32 master weights; bf16 speed comes from autocast (speed.bf16)
     conv1d = any(isinstance(model.get_submodule(name), Conv1D) for name in plan.targets)
+    classifier = plan.loaded.head == "classifier"
     config = LoraConfig(
-        task_type="CAUSAL_LM",
+        task_type="SEQ_CLS" if classifier else "CAUSAL_LM",
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=plan.targets,
+        target_modules=plan.targets or DUMMY_TARGET_MODULES,  # none (layers: none): only the head trains
+        modules_to_save=head_module_names(model) if classifier else None,  # the new head, trained in full
         fan_in_fan_out=conv1d,  # GPT-2's Conv1D stores W as [in, out]
         use_rslora=lora.rslora,
         use_dora=lora.dora,
@@ -184,7 +190,8 @@ def _train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None) -> dict:
                 "num_blocks": plan.loaded.arch.num_blocks,
                 "task": to_dict(cfg.task),
                 "template": plan.template.record(plan.loaded.tokenizer),
-                "head": "lm",
+                "head": plan.task.head,
+                **({"labels": list(plan.task.labels)} if plan.task.head == "classifier" else {}),
                 "speed": fast.choices,
                 **({"quantized": quantized.to_dict()} if quantized else {}),
                 **({"probe": plan.probe} if plan.probe else {}),
@@ -217,6 +224,9 @@ def _train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None) -> dict:
                 f"note: this run started with bf16 {'on' if started else 'off'}; here it trains on in "
                 f"{'bf16' if fast.speed.bf16 else 'fp32'} (losses move by bf16 rounding, ~1e-2)"
             )
+    if plan.loaded.head == "classifier":
+        names = ", ".join(head_module_names(plan.loaded.model))
+        say(f"new classification head ({names}, {len(plan.task.labels)} labels): trained whole, saved with the adapter")
     trainable, total = print_trainable(model)
     run_log = RunLog(run)
     extra: list[TrainerCallback] = []
