@@ -153,7 +153,7 @@ def answer(summary: list[dict], comparisons: list[dict], task: Task) -> str | No
         f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], p = {c['p_value']:.3f})",
         f"with {100 * sw['trainable_params'] / full['trainable_params']:.1f}% of the trainable parameters"
         + (f" in {100 * time_share:.0f}% of the training time" if time_share else "")
-        + (" (step times measured side by side)" if time_share and side_by_side else ""),
+        + ((" (step times measured side by side)" if side_by_side else " (wall-clock)") if time_share else ""),
     ]
     controls = [
         _against(against[("superweights", other)], other)
