@@ -71,6 +71,15 @@ def decide_auto(cfg: TrainConfig, loaded: LoadedModel, rows: int) -> dict[str, A
     }
 
 
+def decided_speed(cfg: TrainConfig, auto: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's speed section with each ``auto`` switch replaced by what ``decide_auto`` chose."""
+    return dataclasses.asdict(cfg.speed) | {
+        "bf16": auto["bf16"]["enabled"],
+        "threads": auto["threads"]["threads"],
+        "attention": auto["attention"]["attention"],
+    }
+
+
 def bench(
     cfg: TrainConfig,
     steps: int = 10,
@@ -105,11 +114,7 @@ def bench(
     auto = decide_auto(cfg, loaded, batch_rows)
     print(f"bench: {auto['bf16']['reason']}; threads {auto['threads']['threads']} ({auto['threads']['reason']})")
     recipe = dataclasses.asdict(cfg.speed)
-    decided = recipe | {
-        "bf16": auto["bf16"]["enabled"],
-        "threads": auto["threads"]["threads"],
-        "attention": auto["attention"]["attention"],
-    }
+    decided = decided_speed(cfg, auto)
     arms = standard_arms(recipe, decided, forced_bf16=auto["bf16_pays"] or "bf16" in (keys or []))
     if loaded.head == "classifier":  # a classification head has no token logits: no target-only arm
         arms = [a for a in arms if a.key not in ("target", "no-target")]

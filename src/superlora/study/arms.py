@@ -86,12 +86,11 @@ def equal_time_arms(cfg: StudyConfig) -> list[Arm]:
     """
     if not cfg.equal_time:
         return []
-    from superlora.study.timing import read_step_times
+    from superlora.study.timing import ratios
 
-    measured = read_step_times(cfg)
-    if not measured:
+    ratio = ratios(cfg)
+    if not ratio:
         return []
-    ratio = {kind: m["ratio_to_all"] for kind, m in measured["kinds"].items()}
     by_seed = {a.seed: read_arm_summary(cfg, a.key) for a in study_arms(cfg) if a.kind == "all"}
     seeds = set(by_seed) if cfg.equal_time is True else set(cfg.equal_time)
     arms = []

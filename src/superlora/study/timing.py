@@ -9,7 +9,6 @@ in one process, and each arm's median seconds per step is divided by the all-blo
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 import time
@@ -58,7 +57,7 @@ def measure_step_times(cfg: StudyConfig, seed: int) -> dict:
     from superlora.bench.arms import Arm as BenchArm
     from superlora.bench.measure import Context, run_arm
     from superlora.bench.report import machine
-    from superlora.bench.runner import bench_examples, decide_auto
+    from superlora.bench.runner import bench_examples, decide_auto, decided_speed
     from superlora.data.collate import TokenizedRows
     from superlora.models import load_model
     from superlora.tasks import get_task
@@ -72,12 +71,7 @@ def measure_step_times(cfg: StudyConfig, seed: int) -> dict:
     need = (warmup + steps) * per_step
     rows, lengths = bench_examples(train, loaded.tokenizer, need, pool=need)
     batch_rows = train.optim.batch_size * int(statistics.median(lengths))
-    auto = decide_auto(train, loaded, batch_rows)
-    decided = dataclasses.asdict(train.speed) | {
-        "bf16": auto["bf16"]["enabled"],
-        "threads": auto["threads"]["threads"],
-        "attention": auto["attention"]["attention"],
-    }
+    decided = decided_speed(train, decide_auto(train, loaded, batch_rows))
     default_threads = torch.get_num_threads()
     contexts: dict[str, tuple[Arm, Context]] = {}
     for arm in timed_arms(cfg, seed):
