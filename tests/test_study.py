@@ -122,6 +122,9 @@ def test_a_study_with_seeds_reports_mean_std_and_paired_bootstrap_tests(study_cf
     assert "| superweights | 2 |" in results and "| superweights | all | 2 vs 2 |" in results
     text = readme.read_text()
     assert "Differences in BLEU (paired bootstrap over the 3 test items" in text
+    from superlora.machine import cpu_info
+
+    assert "seeds 1, 2 (each trained arm once per seed)" in text and f"Trained on {cpu_info().label()}." in text
     said = text.split(markers(None, "answer")[0])[1].split(markers(None, "answer")[1])[0]
     assert said.strip().startswith("**LoRA only in the super-weight blocks") and "2 seeds" in said
 

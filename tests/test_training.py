@@ -201,7 +201,7 @@ def test_interrupted_then_resumed_run_reproduces_losses(tiny_model_dir, base_arg
 
     model_dir = tiny_model_dir("llama")
     steps = {"optim.max_steps": 12, "optim.lr": 0.005}
-    train(train_cfg(base_args(model_dir, "full", **steps)))
+    whole = train(train_cfg(base_args(model_dir, "full", **steps)))
 
     class CrashAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -225,6 +225,10 @@ def test_interrupted_then_resumed_run_reproduces_losses(tiny_model_dir, base_arg
     full = read_log(run.parent / "full" / "log.jsonl")
     resumed = read_log(run / "log.jsonl")
     assert [r["step"] for r in resumed] == list(range(1, 13))
+    # the clock and the token count go on from the checkpoint: the summary is of all 12 steps, not the last 8
+    elapsed = [r["elapsed_s"] for r in resumed]
+    assert elapsed == sorted(elapsed) and summary["train_time_s"] >= elapsed[-1] > elapsed[3] > 0
+    assert summary["tokens"] == whole["tokens"]
     torch.testing.assert_close([r["loss"] for r in resumed], [r["loss"] for r in full], rtol=1e-5, atol=1e-6)
 
     from safetensors.torch import load_file
@@ -254,14 +258,15 @@ def test_kill_9_then_resume_completes(tiny_model_dir, base_args):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # a loaded machine takes minutes to import and start; the loop ends at once
     while not list(run.glob("checkpoints/checkpoint-*")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
+    assert list(run.glob("checkpoints/checkpoint-*")), "no checkpoint was written within 600 s"
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (run / "summary.json").exists()
 
-    done = cli("train", "--resume", f"output_dir={run}")
+    done = cli("train", "--resume", f"output_dir={run}", timeout=900)  # 80 checkpoints: minutes on a busy machine
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming from" in done.stdout
     summary = json.loads((run / "summary.json").read_text())
@@ -426,3 +431,16 @@ def test_adapter_for_another_base_model(tiny_model_dir, base_args, tmp_path, cap
     assert "trained on base model" in err
     err = fails(capsys, "train", "--resume", f"output_dir={tmp_path / 'run'}", "lora.r=8")
     assert "differs from the run's config.yaml in lora.r" in err
+
+
+def test_a_resumed_runs_earlier_training_time_comes_from_its_log_up_to_the_checkpoint(tmp_path):
+    from superlora.training.hf import prior_train_seconds
+
+    log = tmp_path / "log.jsonl"
+    assert prior_train_seconds(log, 100) == 0.0  # no log: nothing before
+    rows = [{"step": 10, "loss": 1.0, "elapsed_s": 20.0}, {"step": 20, "loss": 0.9, "elapsed_s": 40.0}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert prior_train_seconds(log, 20) == 40.0
+    assert prior_train_seconds(log, 25) == 50.0  # 5 steps after the last row, at its 2 s a step
+    assert prior_train_seconds(log, 10) == 20.0
+    assert prior_train_seconds(log, 0) == 0.0

@@ -65,6 +65,7 @@ def collect(cfg: StudyConfig) -> list[dict]:
                 "trainable_params": train.get("trainable_params", 0),
                 "steps": train.get("steps", 0),
                 "train_time_s": train.get("train_time_s", 0.0),
+                "cpu": train.get("cpu"),
                 # the training's cost in all-block trainings at the side-by-side step times (study.timing)
                 "relative_time": relative_time(train.get("steps"), all_steps.get(arm.seed), ratio.get(arm.base_kind)),
                 "tokens_per_s": train.get("tokens_per_s"),
@@ -240,7 +241,7 @@ def readme_section(cfg: StudyConfig, rows: list[dict], out: Path, task: Task, ex
     decode = e.decode.resolved(task.decode_defaults())
     budget = (
         f"`{t.model}`, {task.describe_training(t.data.limit)}, {t.optim.max_steps} "
-        f"steps of batch {t.optim.batch_size} (lr {t.optim.lr:g}), seed {t.seed}, LoRA r={t.lora.r} "
+        f"steps of batch {t.optim.batch_size} (lr {t.optim.lr:g}), {_seeds(cfg)}, LoRA r={t.lora.r} "
         f"alpha={t.lora.alpha:g} on "
         f"{', '.join(t.lora.targets or ['query/value'])}; evaluated on "
         f"{task.describe_evaluation(rows[0]['outputs'] if rows else '?', e.split, decode)}"
@@ -254,8 +255,8 @@ def readme_section(cfg: StudyConfig, rows: list[dict], out: Path, task: Task, ex
             markdown_table(rows, task),
             "",
             *[line for table in extra for line in (table, "")],
-            f"Whole study: {_study_minutes(rows):.0f} min of training and decoding on this 2-core CPU "
-            f"(train time: the optimiser steps; decode: the {e.split} items; model loads and scoring not counted).",
+            f"Whole study: {_study_minutes(rows):.0f} min of training and decoding (train time: the optimiser "
+            f"steps; decode: the {e.split} items; model loads and scoring not counted). {_machines(rows)}",
             "",
             *[f"- {line}" for line in findings(rows, task)],
             "",
@@ -263,6 +264,23 @@ def readme_section(cfg: StudyConfig, rows: list[dict], out: Path, task: Task, ex
             end,
         ]
     )
+
+
+def _seeds(cfg: StudyConfig) -> str:
+    seeds = cfg.seeds or [cfg.train.seed]
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"seeds {', '.join(map(str, seeds))} (each trained arm once per seed)"
+
+
+def _machines(rows: list[dict]) -> str:
+    """Where the arms trained, as their summaries record it (summaries before 2026-12-02 do not)."""
+    cpus = sorted({r["cpu"] for r in rows if r.get("cpu")})
+    unrecorded = sum(1 for r in rows if r["kind"] != "base" and not r.get("cpu"))
+    if not cpus:
+        return "The arms' summaries do not record their CPU (they predate that field)."
+    where = f"Trained on {' and '.join(cpus)}"
+    return where + (f"; {unrecorded} arms' summaries do not record theirs." if unrecorded else ".")
 
 
 def _study_minutes(rows: list[dict]) -> float:

@@ -128,8 +128,28 @@ class AtomicCheckpointTrainer(TargetOnlyLogitsMixin, Trainer):
         self.accelerator.wait_for_everyone()
 
 
+def prior_train_seconds(log: Path, step: int) -> float:
+    """The training time a resumed run had spent to reach ``step``: its log's last ``elapsed_s`` up to then.
+
+    A checkpoint between two log rows adds the rows' mean step time for the steps after the last row.
+    """
+    if step <= 0 or not log.is_file():
+        return 0.0
+    rows = [r for r in rundir.read_log(log) if r.get("step", 0) <= step and "elapsed_s" in r]
+    if not rows:
+        return 0.0
+    last = rows[-1]
+    per_step = last["elapsed_s"] / max(last["step"], 1)
+    return last["elapsed_s"] + per_step * (step - last["step"])
+
+
 class RunLog(TrainerCallback):
-    """Loss, learning rate and tokens/s to ``log.jsonl`` and TensorBoard (main process only)."""
+    """Loss, learning rate and tokens/s to ``log.jsonl`` and TensorBoard (main process only).
+
+    ``elapsed_s`` counts training time across resumes: a resumed run starts from the time its log had reached
+    at the checkpoint (``prior_s``), so a run killed and resumed reports the time its steps took, not the last
+    piece's.
+    """
 
     def __init__(self, run: Path) -> None:
         self.run = run
@@ -137,15 +157,25 @@ class RunLog(TrainerCallback):
         self.start_time = self.last_time = 0.0
         self.start_tokens = self.last_tokens = 0
         self.start_step = 0
+        self.prior_s = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.start_time = self.last_time = time.perf_counter()
-        self.start_tokens = self.last_tokens = state.num_input_tokens_seen
-        self.start_step = state.global_step
+        self.start(state.global_step, state.num_input_tokens_seen)
         if state.is_world_process_zero:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(self.run / "tensorboard"))
+
+    def start(self, step: int, tokens: int) -> None:
+        """Start the clock at ``step``; a resumed run's earlier time comes from its (truncated) log."""
+        self.start_time = self.last_time = time.perf_counter()
+        self.start_tokens = self.last_tokens = tokens
+        self.start_step = step
+        self.prior_s = prior_train_seconds(self.run / "log.jsonl", step)
+
+    def train_seconds(self) -> float:
+        """Training time of every step so far, this piece and the pieces before a resume."""
+        return self.prior_s + time.perf_counter() - self.start_time
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "loss" not in logs:
@@ -159,7 +189,7 @@ class RunLog(TrainerCallback):
             "grad_norm": logs.get("grad_norm"),
             "tokens": tokens,
             "tokens_per_s": round((tokens - self.last_tokens) / max(now - self.last_time, 1e-9), 1),
-            "elapsed_s": round(now - self.start_time, 3),
+            "elapsed_s": round(self.prior_s + now - self.start_time, 3),
         }
         self.last_time, self.last_tokens = now, tokens
         with open(self.run / "log.jsonl", "a", encoding="utf-8") as f:

@@ -30,6 +30,7 @@ from transformers.pytorch_utils import Conv1D
 from superlora import memory
 from superlora.config import to_dict
 from superlora.data.collate import PadCollator
+from superlora.machine import cpu_info
 from superlora.models.loading import head_module_names
 from superlora.models.quantize import Quantized, set_compute_dtype
 from superlora.training import rundir
@@ -248,12 +249,11 @@ def _train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None) -> dict:
         say(f"{plan.resume_from.name} is the run's last step: writing its adapter without training further")
         trainer._load_from_checkpoint(str(plan.resume_from))
         state = final
-        run_log.start_time, run_log.start_tokens = time.perf_counter(), state.num_input_tokens_seen
-        run_log.start_step = state.global_step
+        run_log.start(state.global_step, state.num_input_tokens_seen)
         evals = rundir.read_log(run / rundir.EVAL_LOG)
         if extra and not (evals and evals[-1]["step"] == state.global_step):
             extra[0].on_train_end(args, state, None, model=model)
-    train_time = time.perf_counter() - run_log.start_time
+    train_time = run_log.train_seconds()  # every step's, across resumes
     check_weights(model, state.global_step, run)  # never a NaN adapter
 
     rss = peak_rss_mb()
@@ -269,15 +269,17 @@ def _train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None) -> dict:
         except OSError as exc:
             raise write_failed("the adapter", exc, run) from None
         losses = [r["loss"] for r in rundir.read_log(run / "log.jsonl")] if (run / "log.jsonl").is_file() else []
-        tokens = state.num_input_tokens_seen - run_log.start_tokens
+        tokens = state.num_input_tokens_seen  # every step's, like train_time
         summary = {
             "model": cfg.model,
             "layers": cfg.layers,
             "blocks": plan.blocks,
             "steps": state.global_step,
             "resumed_from_step": run_log.start_step or None,
+            "time_and_tokens_of": "all steps",  # across resumes (summaries before 2026-12-02: the last piece's)
             "processes": world_size,
             "threads_per_process": torch.get_num_threads(),
+            "cpu": cpu_info().label(),  # which machine the times are from
             "bf16": fast.speed.bf16,
             "quantize": cfg.quantize,
             "wall_time_s": round(time.perf_counter() - t0, 2),
@@ -296,8 +298,9 @@ def _train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None) -> dict:
             summary |= {"heldout_loss": evals[-1]["eval_loss"], "heldout_perplexity": evals[-1]["eval_perplexity"]}
         rundir.write_json(run / "summary.json", summary)
         say(
-            f"summary: {summary['steps']} steps in {summary['wall_time_s']:.1f} s "
-            f"(training {summary['train_time_s']:.1f} s) | {summary['tokens_per_s']:,.0f} tokens/s | "
+            f"summary: {summary['steps']} steps, training {summary['train_time_s']:.1f} s"
+            f"{f' (with the steps before step {run_log.start_step})' if run_log.start_step else ''}, "
+            f"this process {summary['wall_time_s']:.1f} s | {summary['tokens_per_s']:,.0f} tokens/s | "
             f"peak RSS {rss:,.0f} MB | trainable params {trainable:,d} ({summary['trainable_pct']}%) | "
             f"loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f}"
         )
