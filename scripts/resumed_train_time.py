@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from superlora.training.hf import prior_train_seconds
-from superlora.training.rundir import read_log, write_json
+from superlora.training.hf import logged_at
+from superlora.training.rundir import write_json
 
 
 def corrected(summary: dict, log: Path) -> dict | None:
@@ -22,11 +22,8 @@ def corrected(summary: dict, log: Path) -> dict | None:
     start = summary.get("resumed_from_step")
     if not start or summary.get("time_and_tokens_of") == "all steps":
         return None
-    before = [r for r in read_log(log) if r["step"] <= start]
-    prior_s = prior_train_seconds(log, start)
-    prior_tokens = before[-1]["tokens"] * start / before[-1]["step"] if before else 0  # tokens at the resume step
-    train_s = summary["train_time_s"] + prior_s
-    tokens = summary["tokens"] + round(prior_tokens)
+    train_s = summary["train_time_s"] + logged_at(log, start, "elapsed_s")
+    tokens = summary["tokens"] + round(logged_at(log, start, "tokens"))
     return summary | {
         "time_and_tokens_of": "all steps",
         "train_time_s": round(train_s, 2),

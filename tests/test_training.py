@@ -434,13 +434,13 @@ def test_adapter_for_another_base_model(tiny_model_dir, base_args, tmp_path, cap
 
 
 def test_a_resumed_runs_earlier_training_time_comes_from_its_log_up_to_the_checkpoint(tmp_path):
-    from superlora.training.hf import prior_train_seconds
+    from superlora.training.hf import logged_at
 
     log = tmp_path / "log.jsonl"
-    assert prior_train_seconds(log, 100) == 0.0  # no log: nothing before
+    assert logged_at(log, 100, "elapsed_s") == 0.0  # no log: nothing before
     rows = [{"step": 10, "loss": 1.0, "elapsed_s": 20.0}, {"step": 20, "loss": 0.9, "elapsed_s": 40.0}]
     log.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert prior_train_seconds(log, 20) == 40.0
-    assert prior_train_seconds(log, 25) == 50.0  # 5 steps after the last row, at its 2 s a step
-    assert prior_train_seconds(log, 10) == 20.0
-    assert prior_train_seconds(log, 0) == 0.0
+    assert logged_at(log, 20, "elapsed_s") == 40.0
+    assert logged_at(log, 25, "elapsed_s") == 50.0  # 5 steps after the last row, at its 2 s a step
+    assert logged_at(log, 10, "elapsed_s") == 20.0
+    assert logged_at(log, 0, "elapsed_s") == 0.0

@@ -128,19 +128,18 @@ class AtomicCheckpointTrainer(TargetOnlyLogitsMixin, Trainer):
         self.accelerator.wait_for_everyone()
 
 
-def prior_train_seconds(log: Path, step: int) -> float:
-    """The training time a resumed run had spent to reach ``step``: its log's last ``elapsed_s`` up to then.
+def logged_at(log: Path, step: int, key: str) -> float:
+    """A cumulative log value (``elapsed_s``, ``tokens``) at ``step``: what a resumed run had reached there.
 
-    A checkpoint between two log rows adds the rows' mean step time for the steps after the last row.
+    A checkpoint between two log rows adds the last row's mean per step for the steps after it.
     """
     if step <= 0 or not log.is_file():
         return 0.0
-    rows = [r for r in rundir.read_log(log) if r.get("step", 0) <= step and "elapsed_s" in r]
+    rows = [r for r in rundir.read_log(log) if r.get("step", 0) <= step and key in r]
     if not rows:
         return 0.0
     last = rows[-1]
-    per_step = last["elapsed_s"] / max(last["step"], 1)
-    return last["elapsed_s"] + per_step * (step - last["step"])
+    return last[key] + last[key] / max(last["step"], 1) * (step - last["step"])
 
 
 class RunLog(TrainerCallback):
@@ -155,7 +154,7 @@ class RunLog(TrainerCallback):
         self.run = run
         self.writer: Any = None
         self.start_time = self.last_time = 0.0
-        self.start_tokens = self.last_tokens = 0
+        self.last_tokens = 0
         self.start_step = 0
         self.prior_s = 0.0
 
@@ -169,9 +168,9 @@ class RunLog(TrainerCallback):
     def start(self, step: int, tokens: int) -> None:
         """Start the clock at ``step``; a resumed run's earlier time comes from its (truncated) log."""
         self.start_time = self.last_time = time.perf_counter()
-        self.start_tokens = self.last_tokens = tokens
+        self.last_tokens = tokens
         self.start_step = step
-        self.prior_s = prior_train_seconds(self.run / "log.jsonl", step)
+        self.prior_s = logged_at(self.run / "log.jsonl", step, "elapsed_s")
 
     def train_seconds(self) -> float:
         """Training time of every step so far, this piece and the pieces before a resume."""
