@@ -150,6 +150,27 @@ def test_equal_time_step_counts_come_from_the_side_by_side_step_times_not_the_wa
     assert arm_train_config(study, arm, tmp_path / "r").optim.max_steps == steps
 
 
+def test_an_arm_whose_steps_take_the_all_block_arms_time_stands_for_its_equal_time_run(tmp_path):
+    """At 0.97x the all-block arm's step time an equal-time run would add 3% of steps: within the timing's
+    noise, so the equal-step arm stands for it; 0.90x (11% more) and 1.2x (17% fewer) are trained."""
+    from superlora.study.arms import equal_time_arms, equal_time_standins
+
+    kinds = ["all", "avoid", "first", "superweights"]
+    study = load_config(StudyConfig, None, [f"arms=[{', '.join(kinds)}]", "equal_time=true", f"out={tmp_path}"])
+    for kind in kinds:
+        (tmp_path / "arms" / kind).mkdir(parents=True)
+        (tmp_path / "arms" / kind / "train_summary.json").write_text(json.dumps({"train_time_s": 9, "steps": 100}))
+    ratio = {"all": 1.0, "avoid": 0.97, "first": 0.90, "superweights": 1.2}
+    (tmp_path / "step_times.json").write_text(json.dumps({"kinds": {k: {"ratio_to_all": r} for k, r in ratio.items()}}))
+    assert [(a.key, a.steps) for a in equal_time_arms(study)] == [("first@time", 111), ("superweights@time", 83)]
+    assert [a.key for a in equal_time_standins(study)] == ["avoid"]
+    everything = dataclasses.replace(study, equal_time_min_gain=0.0)
+    assert [a.key for a in equal_time_arms(everything)] == ["avoid@time", "first@time", "superweights@time"]
+    assert equal_time_standins(everything) == []
+    with pytest.raises(SuperloraError, match="equal_time_min_gain"):
+        load_config(StudyConfig, None, ["equal_time_min_gain=1.5"])
+
+
 def test_the_head_arm_trains_a_classifier_head_without_lora(tmp_path):
     study = load_config(StudyConfig, None, ["arms=[base, head, all]", "train.task.name=sst2", "seeds=[7]"])
     head = next(arm for arm in study_arms(study) if arm.kind == "head")

@@ -82,8 +82,20 @@ def equal_time_arms(cfg: StudyConfig) -> list[Arm]:
     The step count comes from the side-by-side step times (``study.timing``, ``<out>/step_times.json``,
     committed): an arm whose steps take 70% of the all-block arm's gets 1/0.7 as many steps. Not from the
     equal-step runs' wall-clock, which other jobs on the machine inflate by as much as the arms differ. The
-    list is empty until those step times are measured (once the seed's equal-step arms are finished).
+    list is empty until those step times are measured (once the seed's equal-step arms are finished). An arm
+    whose step count would change by less than ``equal_time_min_gain`` is left out (``equal_time_standins``).
     """
+    return [arm for arm, standin in _equal_time_plan(cfg) if not standin]
+
+
+def equal_time_standins(cfg: StudyConfig) -> list[Arm]:
+    """The equal-step arms that stand for their equal-time runs: their steps already take the all-block arm's
+    time, to within ``equal_time_min_gain`` (a rerun would add a handful of steps, less than the timing's noise)."""
+    return [standin for _, standin in _equal_time_plan(cfg) if standin]
+
+
+def _equal_time_plan(cfg: StudyConfig) -> list[tuple[Arm, Arm | None]]:
+    """Each equal-time arm with its step count, paired with the equal-step arm standing for it (None: train it)."""
     if not cfg.equal_time:
         return []
     from superlora.study.timing import ratios
@@ -93,14 +105,16 @@ def equal_time_arms(cfg: StudyConfig) -> list[Arm]:
         return []
     by_seed = {a.seed: read_arm_summary(cfg, a.key) for a in study_arms(cfg) if a.kind == "all"}
     seeds = set(by_seed) if cfg.equal_time is True else set(cfg.equal_time)
-    arms = []
+    plan = []
     for arm in study_arms(cfg):
         reference = by_seed.get(arm.seed)
         if arm.kind in ("base", "all", "head") or arm.seed not in seeds or arm.kind not in ratio or not reference:
             continue
         steps = max(1, round(reference["steps"] / ratio[arm.kind]))  # the all-block arm's steps, as it trained them
-        arms.append(Arm(arm.kind + EQUAL_TIME, arm.seed, arm.key + EQUAL_TIME, steps))
-    return arms
+        timed = Arm(arm.kind + EQUAL_TIME, arm.seed, arm.key + EQUAL_TIME, steps)
+        close = abs(steps - reference["steps"]) < reference["steps"] * cfg.equal_time_min_gain
+        plan.append((timed, arm if close else None))
+    return plan
 
 
 def superweight_block_count(path: str | Path) -> tuple[int, int]:

@@ -59,6 +59,10 @@ class StudyConfig:
     only_seeds: list[int] | None = None
     # every trained arm again with the all-block arm's training time (more steps); a list: for those seeds only
     equal_time: bool | list[int] = False
+    # an arm is trained again at equal time only if that changes its steps by at least this share (0.05: 5%); one
+    # whose steps take as long as the all-block arm's, to within what the step times can tell (their repeats
+    # vary by several percent), already had the all-block arm's time: its equal-step run stands for it
+    equal_time_min_gain: float = 0.05
     step_timing: StepTimingConfig = field(default_factory=StepTimingConfig)  # the equal-time arms' step counts
     drift: bool = False  # merge each arm's adapter and look for the super weights again (study.drift)
     commit: bool = False  # git-commit each arm's results folder as soon as it is scored (resumable from git)
@@ -91,3 +95,5 @@ class StudyConfig:
             raise ValueError(f"only_seeds: {self.only_seeds} are not all among the study's seeds {self.seeds}")
         if any(s < 0 for s in self.seeds or []):
             raise ValueError(f"seeds must be >= 0, got {self.seeds}")
+        if not 0 <= self.equal_time_min_gain < 1:
+            raise ValueError(f"equal_time_min_gain: a share of the steps in [0, 1), got {self.equal_time_min_gain}")

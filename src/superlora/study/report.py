@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from superlora.study.arms import equal_time_arms, study_arms  # noqa: E402
 from superlora.study.config import StudyConfig  # noqa: E402
 from superlora.study.drift import markdown_drift  # noqa: E402
+from superlora.study.equal_time import markdown_equal_time  # noqa: E402
 from superlora.study.significance import (  # noqa: E402
     answer,
     compare_arms,
@@ -318,6 +319,8 @@ def write_report(cfg: StudyConfig) -> dict:
     if any(e["seeds"] > 1 for e in summary):
         tables.append(markdown_seed_summary(summary, task))
     tables.append(markdown_comparisons(comparisons, task, items, cfg.eval.split))
+    if equal_time := markdown_equal_time(cfg, rows, task):
+        tables.append(equal_time)
     drift = {key: d for key in (r["arm"] for r in rows) if (d := _read(out / "arms" / key / "drift.json"))}
     if drift:
         report["drift"] = drift
