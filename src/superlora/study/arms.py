@@ -85,16 +85,16 @@ def equal_time_arms(cfg: StudyConfig) -> list[Arm]:
     list is empty until those step times are measured (once the seed's equal-step arms are finished). An arm
     whose step count would change by less than ``equal_time_min_gain`` is left out (``equal_time_standins``).
     """
-    return [arm for arm, standin in _equal_time_plan(cfg) if not standin]
+    return [arm for arm, standin in equal_time_plan(cfg) if not standin]
 
 
 def equal_time_standins(cfg: StudyConfig) -> list[Arm]:
     """The equal-step arms that stand for their equal-time runs: their steps already take the all-block arm's
     time, to within ``equal_time_min_gain`` (a rerun would add a handful of steps, less than the timing's noise)."""
-    return [standin for _, standin in _equal_time_plan(cfg) if standin]
+    return [standin for _, standin in equal_time_plan(cfg) if standin]
 
 
-def _equal_time_plan(cfg: StudyConfig) -> list[tuple[Arm, Arm | None]]:
+def equal_time_plan(cfg: StudyConfig) -> list[tuple[Arm, Arm | None]]:
     """Each equal-time arm with its step count, paired with the equal-step arm standing for it (None: train it)."""
     if not cfg.equal_time:
         return []

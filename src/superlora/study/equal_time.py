@@ -8,29 +8,23 @@ paired bootstrap over the test items.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from superlora.evaluation.bootstrap import paired_bootstrap
-from superlora.study.arms import EQUAL_TIME, equal_time_arms, equal_time_standins
+from superlora.study.arms import EQUAL_TIME, equal_time_plan
 from superlora.study.config import StudyConfig
+from superlora.study.significance import arm_item_values
 from superlora.tasks.base import Task
 
 
 def view_rows(cfg: StudyConfig, rows: list[dict]) -> dict[int, list[dict]]:
-    """Seed -> its all-block row, then each kind's equal-time row (or the equal-step row standing for it)."""
+    """Seed -> its all-block row, then each kind's equal-time row (or the equal-step row standing for it), in the
+    study's order of arms."""
     by_key = {r["arm"]: r for r in rows}
-    standins = {a.key for a in equal_time_standins(cfg)}
     view: dict[int, list[dict]] = {}
-    for arm in sorted([*equal_time_arms(cfg), *equal_time_standins(cfg)], key=lambda a: a.seed):
-        if arm.key not in by_key:
-            continue
+    for timed, standin in equal_time_plan(cfg):
+        arm = standin or timed
         reference = next((r for r in rows if r["kind"] == "all" and r["seed"] == arm.seed), None)
-        if reference is None:
-            continue
-        view.setdefault(arm.seed, [reference]).append({**by_key[arm.key], "standin": arm.key in standins})
-    order = {kind: i for i, kind in enumerate(cfg.arms)}
-    for seed_rows in view.values():
-        seed_rows[1:] = sorted(seed_rows[1:], key=lambda r: order.get(r["kind"].removesuffix(EQUAL_TIME), 99))
+        if arm.key in by_key and reference is not None:
+            view.setdefault(arm.seed, [reference]).append({**by_key[arm.key], "standin": standin is not None})
     return view
 
 
@@ -45,7 +39,7 @@ def markdown_equal_time(cfg: StudyConfig, rows: list[dict], task: Task) -> str |
     out = []
     for seed, seed_rows in sorted(view.items()):
         reference = seed_rows[0]
-        values = _item_values(cfg, task, items, reference["arm"])
+        values = arm_item_values(cfg, task, items, reference["arm"])
         out += [
             f"Equal time, seed {seed}: each arm trained for the all-block arm's time ({reference['steps']:,} of its "
             "steps; the others' step counts from the side-by-side step times). Δ: against "
@@ -60,7 +54,7 @@ def markdown_equal_time(cfg: StudyConfig, rows: list[dict], task: Task) -> str |
         for r in seed_rows[1:]:
             kind = r["kind"].removesuffix(EQUAL_TIME)
             equal_steps = by_key.get(r["arm"].removesuffix(EQUAL_TIME), {}).get(p.name)
-            mine = _item_values(cfg, task, items, r["arm"])
+            mine = arm_item_values(cfg, task, items, r["arm"])
             if mine is not None and values is not None:
                 c = paired_bootstrap(mine[0], values[0], values[1])
                 delta = f"{c.delta:+.4f} | [{c.ci_low:+.4f}, {c.ci_high:+.4f}] | {c.p_value:.3f}"
@@ -81,8 +75,3 @@ def markdown_equal_time(cfg: StudyConfig, rows: list[dict], task: Task) -> str |
             ]
         out.append("")
     return "\n".join(out).rstrip()
-
-
-def _item_values(cfg: StudyConfig, task: Task, items: list, key: str):
-    outputs = task.read_outputs(Path(cfg.out) / "arms" / key, items)
-    return task.item_values(items, outputs) if outputs is not None else None

@@ -46,14 +46,19 @@ def _pairs(kinds: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def arm_item_values(cfg: StudyConfig, task: Task, items: list, key: str):
+    """An arm's per-item values and their statistic (``task.item_values``), or None without its outputs."""
+    outputs = task.read_outputs(Path(cfg.out) / "arms" / key, items)
+    return task.item_values(items, outputs) if outputs is not None else None
+
+
 def compare_arms(cfg: StudyConfig, task: Task) -> list[dict]:
     """The paired bootstrap of every pair in ``_pairs`` whose outputs are all there (empty if the task has none)."""
     items = task.eval_items(cfg.eval.split, cfg.eval.limit)
     per_kind: dict[str, list] = {}
     statistic = None
     for arm in [*study_arms(cfg), *equal_time_arms(cfg)]:
-        outputs = task.read_outputs(Path(cfg.out) / "arms" / arm.key, items)
-        values = task.item_values(items, outputs) if outputs is not None else None
+        values = arm_item_values(cfg, task, items, arm.key)
         if values is None:
             continue
         array, statistic = values
