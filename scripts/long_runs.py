@@ -131,10 +131,12 @@ def table(rows: list[dict], source: str) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
     cpus = sorted({r["summary"]["cpu"] for r in rows if r["summary"] and r["summary"].get("cpu")})
-    notes = compare(rows, source)
+    comparisons = compare(rows, source)
+    if comparisons:  # a list, then a paragraph: each after a blank line, so Markdown keeps them apart
+        lines += ["", *comparisons]
     if cpus:
-        notes.append("Trained on: " + "; ".join(cpus) + " (runs whose summary names no CPU predate that field).")
-    return "\n".join(lines + ([""] + notes if notes else []))
+        lines += ["", "Trained on: " + "; ".join(cpus) + " (runs whose summary names no CPU predate that field)."]
+    return "\n".join(lines)
 
 
 def write_readme(path: Path, text: str) -> None:
