@@ -192,3 +192,24 @@ def test_equal_time_arms_drift_and_per_arm_commits(study_cfg, tmp_path):
         f"study: arm {key} scored ({out / 'arms' / key})" for key in rows
     ]
     assert "study: side-by-side step times (the equal-time arms' step counts)" in log
+
+
+def test_the_quality_plot_colours_kinds_and_marks_equal_time_arms_when_there_are_many(tmp_path, monkeypatch):
+    """34 arms' names overlap: many points get a colour per kind and a legend (equal time as its own entry)."""
+    import matplotlib.pyplot as plt
+
+    from superlora.study.report import plot_quality_vs_time
+
+    task = get_task(load_config(StudyConfig, None, []).train.task)
+    rows = [
+        {"arm": f"{kind}-s{seed}", "kind": kind, "steps": 500, "relative_time": 1.0 - i / 20, "BLEU": 0.5, "SER": 0.2}
+        for i, kind in enumerate(["all", "superweights", "random", "last"])
+        for seed in (42, 43, 44)
+    ] + [{"arm": "last-s42@time", "kind": "last@time", "steps": 1004, "relative_time": 1.0, "BLEU": 0.4, "SER": 0.4}]
+    saved = []
+    monkeypatch.setattr(plt.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    plot_quality_vs_time(rows, tmp_path / "q.png", task)
+    (legend,) = saved[0].legends
+    assert [t.get_text() for t in legend.get_texts()] == ["all", "superweights", "random", "last", "equal time"]
+    assert len(saved[0].axes) == 2 and not any(ax.texts for ax in saved[0].axes)  # no names: they would overlap
+    assert len(saved[0].axes[0].collections) == len(rows)  # every arm is still a point

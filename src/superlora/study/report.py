@@ -214,7 +214,10 @@ def plot_quality_vs_time(rows: list[dict], path: Path, task: Task) -> Path:
     (the all-block arm's time = 1), else the wall-clock minutes."""
     trained = [r for r in rows if r["steps"]]
     side_by_side = bool(trained) and all(r.get("relative_time") is not None for r in trained)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    kinds = list(dict.fromkeys(r["kind"].split("@")[0] for r in trained))  # a colour per kind, seeds alike
+    colour = {kind: plt.get_cmap("tab10")(i % 10) for i, kind in enumerate(kinds)}
+    label_points = len(trained) <= 10  # beyond that the names overlap; the legend says which colour is which
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, metric in zip(axes, (task.primary, task.secondary), strict=True):
         scale = 100 if metric.percent else 1
         for r in trained:
@@ -222,16 +225,31 @@ def plot_quality_vs_time(rows: list[dict], path: Path, task: Task) -> Path:
                 continue
             x = r["relative_time"] if side_by_side else r["train_time_s"] / 60
             value = scale * r[metric.name]
-            ax.scatter(x, value, s=40)
-            ax.annotate(r["arm"], (x, value), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            equal_time = "@time" in r["kind"]
+            ax.scatter(
+                x,
+                value,
+                s=60 if equal_time else 40,
+                marker="^" if equal_time else "o",
+                color=colour[r["kind"].split("@")[0]],
+                edgecolors="black" if equal_time else "none",
+            )
+            if label_points:
+                ax.annotate(r["arm"], (x, value), textcoords="offset points", xytext=(5, 4), fontsize=8)
         better = "higher" if metric.higher_is_better else "lower"
         ax.set_ylabel(f"{task.axis_label(metric)}{' (%)' if metric.percent else ''} ({better} is better)")
     for ax in axes:
         side = "training time, all-block arm = 1 (steps x side-by-side step time)"
         ax.set_xlabel(side if side_by_side else "training time (min)")
         ax.grid(alpha=0.3)
-    fig.suptitle("Quality against training time, per arm", fontsize=10)
-    fig.tight_layout()
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colour[k], label=k) for k in kinds]
+    if any("@time" in r["kind"] for r in trained):
+        handles.append(
+            plt.Line2D([], [], marker="^", linestyle="", color="grey", markeredgecolor="black", label="equal time")
+        )
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    fig.suptitle("Quality against training time, per arm (one point per seed)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
