@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from superlora.study.arms import equal_time_arms, study_arms  # noqa: E402
+from superlora.study.arms import EQUAL_TIME, equal_time_arms, study_arms  # noqa: E402
 from superlora.study.config import StudyConfig  # noqa: E402
 from superlora.study.drift import markdown_drift  # noqa: E402
 from superlora.study.equal_time import markdown_equal_time  # noqa: E402
@@ -214,7 +214,7 @@ def plot_quality_vs_time(rows: list[dict], path: Path, task: Task) -> Path:
     (the all-block arm's time = 1), else the wall-clock minutes."""
     trained = [r for r in rows if r["steps"]]
     side_by_side = bool(trained) and all(r.get("relative_time") is not None for r in trained)
-    kinds = list(dict.fromkeys(r["kind"].split("@")[0] for r in trained))  # a colour per kind, seeds alike
+    kinds = list(dict.fromkeys(r["kind"].removesuffix(EQUAL_TIME) for r in trained))  # a colour per kind
     colour = {kind: plt.get_cmap("tab10")(i % 10) for i, kind in enumerate(kinds)}
     label_points = len(trained) <= 10  # beyond that the names overlap; the legend says which colour is which
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -225,13 +225,13 @@ def plot_quality_vs_time(rows: list[dict], path: Path, task: Task) -> Path:
                 continue
             x = r["relative_time"] if side_by_side else r["train_time_s"] / 60
             value = scale * r[metric.name]
-            equal_time = "@time" in r["kind"]
+            equal_time = r["kind"].endswith(EQUAL_TIME)
             ax.scatter(
                 x,
                 value,
                 s=60 if equal_time else 40,
                 marker="^" if equal_time else "o",
-                color=colour[r["kind"].split("@")[0]],
+                color=colour[r["kind"].removesuffix(EQUAL_TIME)],
                 edgecolors="black" if equal_time else "none",
             )
             if label_points:
@@ -243,7 +243,7 @@ def plot_quality_vs_time(rows: list[dict], path: Path, task: Task) -> Path:
         ax.set_xlabel(side if side_by_side else "training time (min)")
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=colour[k], label=k) for k in kinds]
-    if any("@time" in r["kind"] for r in trained):
+    if any(r["kind"].endswith(EQUAL_TIME) for r in trained):
         handles.append(
             plt.Line2D([], [], marker="^", linestyle="", color="grey", markeredgecolor="black", label="equal time")
         )
